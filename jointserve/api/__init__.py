@@ -1,0 +1,49 @@
+"""Resource schemas: InferenceModel (and, later, JointInferenceService and Dataset).
+
+Pydantic models are the one source of truth: YAML files are validated with them, and the
+CRDs in deploy/crds/ are generated from them (`jointserve crds`).
+"""
+
+from ._common import (
+    API_GROUP,
+    API_VERSION,
+    Condition,
+    ObjectMeta,
+    get_condition,
+    now_rfc3339,
+    set_condition,
+)
+from ._crd import crd_for, render_crds, write_crds
+from ._errors import ResourceError, describe_errors
+from ._inference_model import (
+    InferenceModel,
+    InferenceModelSpec,
+    InferenceModelStatus,
+    Layer,
+    ModelFile,
+)
+from ._parse import KINDS, Resource, load_file, parse_resource
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "KINDS",
+    "Condition",
+    "InferenceModel",
+    "InferenceModelSpec",
+    "InferenceModelStatus",
+    "Layer",
+    "ModelFile",
+    "ObjectMeta",
+    "Resource",
+    "ResourceError",
+    "crd_for",
+    "describe_errors",
+    "get_condition",
+    "load_file",
+    "now_rfc3339",
+    "parse_resource",
+    "render_crds",
+    "set_condition",
+    "write_crds",
+]
