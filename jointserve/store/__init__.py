@@ -1,0 +1,13 @@
+"""The model artifact store: URL -> sha256 -> unpack -> versioned directory.
+
+The operator, and every replica on its own node, asks the store for the version a manifest
+names; the store downloads the archive (http, https or file://), checks its sha256 before
+unpacking anything, unpacks it safely and renames it into `<root>/<model>/<version>/`.
+Failures are ArtifactErrors whose `reason` goes straight into a status condition.
+"""
+
+from ._errors import ArtifactError
+from ._fetch import ProgressCallback
+from ._store import ArtifactStore, FetchResult
+
+__all__ = ["ArtifactError", "ArtifactStore", "FetchResult", "ProgressCallback"]

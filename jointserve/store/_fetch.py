@@ -1,0 +1,197 @@
+"""Downloading an artifact into a local file while hashing it: http(s) with retries, or file://.
+
+Part of jointserve.store. ArtifactStore.fetch calls `download` to fill a temp file inside the
+model's store directory and compares the returned sha256 before anything is unpacked. Hashing
+happens as the bytes stream in, so a multi-gigabyte model is read once and never held in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import httpx
+
+from ._errors import ArtifactError, ArtifactReason, redact_url
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int | None], None]
+"""Called as bytes arrive with (bytes_so_far, total_or_None); a retry starts again from 0."""
+
+CHUNK_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    timeout_s: float
+    retries: int
+    backoff_s: float
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    sha256: str  # lowercase hex
+    size: int
+
+
+def download(
+    url: str, dest: Path, options: DownloadOptions, progress: ProgressCallback | None = None
+) -> Downloaded:
+    """Write the content at `url` to `dest` (overwritten), returning its sha256 and size.
+
+    Raises ArtifactError with reason DownloadFailed or HTTPError.
+    """
+    shown = redact_url(url)
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:
+        raise ArtifactError("DownloadFailed", shown, f"invalid URL {shown}: {exc}") from None
+    if scheme in ("http", "https"):
+        return _download_http(url, dest, options, progress)
+    if scheme == "file":
+        return _download_file(url, dest, progress)
+    raise ArtifactError(
+        "DownloadFailed",
+        shown,
+        f"cannot download {shown}: unsupported URL scheme {scheme!r} (use http, https or file)",
+    )
+
+
+class _Sink:
+    """Writes chunks to a file, hashing and counting them and reporting progress."""
+
+    def __init__(self, out: BinaryIO, total: int | None, progress: ProgressCallback | None):
+        self._out = out
+        self._total = total
+        self._progress = progress
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._out.write(chunk)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+        if self._progress is not None:
+            self._progress(self.size, self._total)
+
+    def result(self) -> Downloaded:
+        return Downloaded(self._hash.hexdigest(), self.size)
+
+
+def _download_file(url: str, dest: Path, progress: ProgressCallback | None) -> Downloaded:
+    shown = redact_url(url)
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ArtifactError(
+            "DownloadFailed", shown, f"cannot read {shown}: file:// URLs must name a local path"
+        )
+    path = Path(url2pathname(parts.path))
+    try:
+        src = path.open("rb")
+    except OSError as exc:
+        raise ArtifactError(
+            "DownloadFailed", shown, f"cannot read {shown}: {exc.strerror or exc}"
+        ) from None
+    with src, dest.open("wb") as out:
+        sink = _Sink(out, os.fstat(src.fileno()).st_size, progress)
+        while chunk := src.read(CHUNK_SIZE):
+            sink.write(chunk)
+    return sink.result()
+
+
+class _Transient(Exception):
+    """A failed attempt worth retrying: connect error, timeout, 5xx, truncated body."""
+
+    def __init__(self, reason: ArtifactReason, message: str) -> None:
+        super().__init__(message)
+        self.reason: ArtifactReason = reason
+        self.message = message
+
+
+def _download_http(
+    url: str, dest: Path, options: DownloadOptions, progress: ProgressCallback | None
+) -> Downloaded:
+    shown = redact_url(url)
+    attempts = options.retries + 1
+    # identity: no transfer compression, so Content-Length counts the very bytes we hash
+    # (truncation check, progress total) and no CPU goes into re-inflating a tar.gz.
+    client = httpx.Client(
+        timeout=options.timeout_s, follow_redirects=True, headers={"Accept-Encoding": "identity"}
+    )
+    attempt = 0
+    with client:
+        while True:
+            attempt += 1
+            try:
+                return _attempt(client, url, dest, progress)
+            except _Transient as exc:
+                if attempt >= attempts:
+                    message = f"{exc.message} (gave up after {attempts} attempts)"
+                    raise ArtifactError(exc.reason, shown, message) from exc.__cause__
+                delay = options.backoff_s * 2 ** (attempt - 1)
+                log.warning(
+                    "%s (attempt %d of %d); retrying in %.2fs",
+                    exc.message, attempt, attempts, delay,
+                )
+            time.sleep(delay)
+
+
+def _attempt(
+    client: httpx.Client, url: str, dest: Path, progress: ProgressCallback | None
+) -> Downloaded:
+    shown = redact_url(url)
+    try:
+        with client.stream("GET", url) as response:
+            _check_status(response, shown)
+            expected = _content_length(response)
+            # Progress counts decoded bytes, so a length of encoded bytes is no total for it.
+            total = None if response.headers.get("content-encoding") else expected
+            with dest.open("wb") as out:
+                sink = _Sink(out, total, progress)
+                for chunk in response.iter_bytes(CHUNK_SIZE):
+                    sink.write(chunk)
+            # httpx raises on a body shorter than Content-Length; checked again here so a
+            # truncated download can never reach the hash comparison looking complete.
+            if expected is not None and response.num_bytes_downloaded != expected:
+                raise _Transient(
+                    "DownloadFailed",
+                    f"download of {shown} was truncated: "
+                    f"got {response.num_bytes_downloaded} of {expected} bytes",
+                )
+            return sink.result()
+    except httpx.TransportError as exc:  # connect errors, timeouts, connection closed mid-body
+        raise _Transient("DownloadFailed", f"download of {shown} failed: {_describe(exc)}") from exc
+    except (httpx.RequestError, httpx.InvalidURL) as exc:  # redirect loops, bad URLs: permanent
+        raise ArtifactError(
+            "DownloadFailed", shown, f"download of {shown} failed: {_describe(exc)}"
+        ) from exc
+
+
+def _check_status(response: httpx.Response, shown: str) -> None:
+    if response.status_code < 400:
+        return
+    message = f"HTTP {response.status_code} {response.reason_phrase} for {shown}"
+    if response.status_code >= 500:
+        raise _Transient("HTTPError", message)
+    raise ArtifactError("HTTPError", shown, message)  # 4xx: asking again will not help
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    try:
+        return int(response.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
