@@ -1,0 +1,25 @@
+"""Model runtime shared by both tiers: onnxruntime sessions with OIP v2 tensor specs.
+
+`OnnxModel(dir)` loads an unpacked model version (`model.onnx` or the only `*.onnx`, plus an
+optional `metadata.json`); its `inputs`/`outputs` are `TensorSpec`s in Open Inference Protocol
+terms, and `run` is safe to call from several threads. `oip_datatype` / `numpy_dtype`
+translate between OIP datatype strings and numpy.
+"""
+
+from ._onnx import (
+    THREADS_ENV,
+    ModelLoadError,
+    OnnxModel,
+    TensorSpec,
+    numpy_dtype,
+    oip_datatype,
+)
+
+__all__ = [
+    "THREADS_ENV",
+    "ModelLoadError",
+    "OnnxModel",
+    "TensorSpec",
+    "numpy_dtype",
+    "oip_datatype",
+]
