@@ -1,0 +1,103 @@
+"""HTTP adapter: OIP v2 REST routes of one model, mapped onto the data plane.
+
+Routes, relative to the model's prefix /v2/models/<name>:
+
+    GET  ""                      model metadata
+    GET  /ready                  200 when a version is loaded, 503 otherwise
+    POST /infer                  inference
+    ...  /versions/<v>/...       the same, pinned to version <v> (404 if <v> is not the one served)
+
+Every failure becomes `{"error": "..."}` with the status on the exception; no exception escapes
+to Ray Serve, so a malformed request never costs a replica.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ._dataplane import LoadedModel, decode_request, infer, metadata
+from ._errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
+
+log = logging.getLogger(__name__)
+
+JSON_TYPE = "application/json"
+
+
+def json_response(payload: Any, status_code: int = 200) -> Response:
+    """A JSON response without Starlette's JSONResponse re-encoding overhead."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return Response(body, status_code=status_code, media_type=JSON_TYPE)
+
+
+def error_response(exc: InferenceError) -> Response:
+    """The OIP error body for `exc`, with the status its class carries."""
+    return json_response({"error": exc.message}, exc.status_code)
+
+
+def relative_path(request: Request) -> str:
+    """The request path below the application's route prefix (Ray Serve sets root_path to it)."""
+    path: str = request.scope.get("path", "")
+    root: str = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path.rstrip("/")
+
+
+class ModelEndpoint:
+    """The HTTP face of one served model; `loaded` is swapped in place on a version change."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loaded: LoadedModel | None = None
+
+    async def handle(self, request: Request) -> Response:
+        """Answer one HTTP request; never raises."""
+        try:
+            return await self._route(request)
+        except InferenceError as exc:
+            return error_response(exc)
+        except Exception:  # noqa: BLE001 - the replica must survive anything a request does
+            log.exception("model %s: unexpected error serving %s", self.name, request.url.path)
+            return json_response({"error": "internal error; see the replica log"}, 500)
+
+    async def _route(self, request: Request) -> Response:
+        loaded = self.loaded  # one read: the whole request sees one version
+        path = relative_path(request)
+        if path.startswith("/versions/"):
+            version, _, rest = path[len("/versions/"):].partition("/")
+            if loaded is None or version != loaded.version:
+                serving = loaded.version if loaded else "none"
+                raise ModelNotFound(
+                    f"model {self.name!r} version {version!r} is not served (serving: {serving})"
+                )
+            path = f"/{rest}" if rest else ""
+        if path == "/infer":
+            _require_method(request, "POST")
+            body = await request.body()
+            response = infer(loaded, decode_request(body))
+            return json_response(response)
+        if path == "/ready":
+            _require_method(request, "GET")
+            if loaded is None:
+                raise ModelNotReady(f"model {self.name!r} has no loaded version yet")
+            return json_response({"name": self.name, "ready": True, "version": loaded.version})
+        if path == "":
+            _require_method(request, "GET")
+            if loaded is None:
+                raise ModelNotReady(f"model {self.name!r} has no loaded version yet")
+            return json_response(metadata(loaded).model_dump(exclude_none=True))
+        raise ModelNotFound(f"no route {request.url.path!r}; see the OIP v2 REST API")
+
+
+class MethodNotAllowed(InvalidInput):
+    status_code = 405
+
+
+def _require_method(request: Request, method: str) -> None:
+    if request.method != method:
+        raise MethodNotAllowed(f"{request.url.path} accepts {method}, not {request.method}")

@@ -1,0 +1,65 @@
+"""What a Ray Serve replica of one InferenceModel does, shared by the edge and cloud tiers.
+
+The operator tells a replica which version to serve through the deployment's `user_config`
+(`ReplicaConfig`). Ray Serve delivers a changed user_config to the running replicas by calling
+`reconfigure` in place, without restarting them, so a version switch is: fetch (a cache hit: the
+operator fetched and verified it already), load, warm up, swap one reference. Requests keep
+being served by the old version until the swap and never fail because of it.
+
+The replica fetches through the artifact store itself, rather than trusting a path, so that on a
+multi-node cluster each node fills its own store from the same verified URL and sha256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+from starlette.requests import Request
+from starlette.responses import Response
+
+from jointserve.store import ArtifactStore
+
+from ._dataplane import LoadedModel
+from ._http import ModelEndpoint
+
+log = logging.getLogger(__name__)
+
+
+class ReplicaConfig(BaseModel):
+    """The deployment's user_config: which version to serve and where it comes from."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    version: str
+    url: str
+    sha256: str
+    store_root: str
+
+
+class ModelReplica:
+    """One replica: an OIP endpoint whose model version follows `reconfigure` calls."""
+
+    def __init__(self, model_name: str) -> None:
+        self.endpoint = ModelEndpoint(model_name)
+        self._config: ReplicaConfig | None = None
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Switch to the version in `user_config`; the old one serves until the new one is ready."""
+        config = ReplicaConfig.model_validate(user_config)
+        if config == self._config:
+            return
+        loaded = await asyncio.to_thread(self._load, config)
+        self.endpoint.loaded = loaded
+        self._config = config
+        log.info("model %s now serving version %s", self.endpoint.name, config.version)
+
+    def _load(self, config: ReplicaConfig) -> LoadedModel:
+        store = ArtifactStore(Path(config.store_root))
+        fetched = store.fetch(self.endpoint.name, config.version, config.url, config.sha256)
+        return LoadedModel.load(self.endpoint.name, config.version, fetched.path)
+
+    async def __call__(self, request: Request) -> Response:
+        return await self.endpoint.handle(request)
