@@ -1,0 +1,232 @@
+"""The `jointserve` command: serve a directory of resources, inspect status, generate CRDs.
+
+    jointserve serve DIR [--file-server ARCHIVES]   embedded mode: local Ray + directory operator
+    jointserve get [inferencemodels|im]             kubectl-like table of resources and status
+    jointserve status                               conditions of every resource, file errors
+    jointserve crds [--out deploy/crds]             regenerate the CRDs from the schemas
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import signal
+import sys
+import threading
+import time
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE_DIR = Path(".jointserve")
+READY_WAIT_S = 300.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jointserve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve a directory of resource YAML files (embedded mode)")
+    serve.add_argument("directory", type=Path)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                       help="where status and the model store live (default: ./.jointserve)")
+    serve.add_argument("--ray-address", default=None,
+                       help="join this Ray cluster instead of starting a local one")
+    serve.add_argument("--file-server", type=Path, default=None, metavar="DIR",
+                       help="also serve DIR over HTTP on loopback (the example's model archives)")
+    serve.add_argument("--file-server-port", type=int, default=8808)
+    serve.set_defaults(func=_cmd_serve)
+
+    get = sub.add_parser("get", help="list resources with their status")
+    get.add_argument("kind", nargs="?", default="inferencemodels",
+                     choices=["inferencemodels", "inferencemodel", "im"])
+    get.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    get.set_defaults(func=_cmd_get)
+
+    status = sub.add_parser("status", help="conditions of every resource and file errors")
+    status.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    status.set_defaults(func=_cmd_status)
+
+    crds = sub.add_parser("crds", help="write the CRD YAML generated from the schemas")
+    crds.add_argument("--out", type=Path, default=Path("deploy/crds"))
+    crds.set_defaults(func=_cmd_crds)
+    return parser
+
+
+# -- serve --------------------------------------------------------------------------------
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from jointserve._file_server import FileServer
+    from jointserve.operator import (DirectoryOperator, DirectorySource, Reconciler,
+                                     ServeBackend, ServeSettings, StatusStore, connect_ray,
+                                     start_local_ray)
+    from jointserve.store import ArtifactStore
+
+    if not args.directory.is_dir():
+        print(f"jointserve: {args.directory} is not a directory", file=sys.stderr)
+        return 2
+    state_dir = args.state_dir.resolve()
+    file_server = None
+    if args.file_server is not None:
+        file_server = FileServer(args.file_server, port=args.file_server_port)
+        print(f"file server: {file_server.url}/ serves {args.file_server}")
+    if args.ray_address:
+        connect_ray(args.ray_address)
+    else:
+        start_local_ray()
+    settings = ServeSettings(store_root=str(state_dir / "store"), host=args.host,
+                             port=args.port, version=package_version("jointserve"))
+    public_url = f"http://{args.host}:{args.port}"
+    statuses = StatusStore(state_dir)
+    reconciler = Reconciler(ServeBackend(args.host, args.port), ArtifactStore(state_dir / "store"),
+                            statuses, settings, public_url, progress=ProgressPrinter)
+    operator = DirectoryOperator(DirectorySource(args.directory), reconciler, statuses)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = threading.Thread(target=operator.run, args=(stop,), name="operator", daemon=True)
+    worker.start()
+    _announce_when_ready(statuses, args.directory, public_url, stop)
+    stop.wait()
+    print("\nstopping ...")
+    worker.join(timeout=10)
+    if file_server:
+        file_server.stop()
+    return 0
+
+
+def _announce_when_ready(statuses: Any, directory: Path, public_url: str,
+                         stop: threading.Event) -> None:
+    deadline = time.monotonic() + READY_WAIT_S
+    while not stop.is_set() and time.monotonic() < deadline:
+        records = statuses.all()
+        if records and all(_ready(r) for r in records):
+            break
+        stop.wait(0.5)
+    else:
+        return
+    request_file = directory / "request.json"
+    print("\njointserve is serving (Open Inference Protocol v2):")
+    for record in statuses.all():
+        name = record["resource"]["spec"]["modelName"]
+        version = record["status"].get("activeVersion")
+        url = f"{public_url}/v2/models/{name}/infer"
+        print(f"  {name} ({version}): {url}")
+    first = statuses.all()[0]["resource"]["spec"]["modelName"]
+    body = f"@{request_file}" if request_file.exists() else "'{\"inputs\": [...]}'"
+    print("\ntry:\n  curl -s -X POST "
+          f"{public_url}/v2/models/{first}/infer -H 'Content-Type: application/json' "
+          f"-d {shlex.quote(body) if request_file.exists() else body}\n")
+    print("status: jointserve get    (Ctrl-C stops)")
+
+
+def _ready(record: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in record.get("status", {}).get("conditions", []))
+
+
+class ProgressPrinter:
+    """Download progress for one artifact on stderr: a live line on a terminal, else one line."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._last = -1
+
+    def __call__(self, done: int, total: int | None) -> None:
+        tty = sys.stderr.isatty()
+        if total:
+            percent = int(100 * done / total)
+            if percent == self._last or (not tty and percent < 100):
+                return
+            self._last = percent
+            line = f"fetching {self.label}: {percent:3d}% ({_size(done)} / {_size(total)})"
+        else:
+            line = f"fetching {self.label}: {_size(done)}"
+            if not tty:
+                return
+        end = "\n" if total and done >= total else ""
+        print(f"\r{line}" if tty else line, end=end, file=sys.stderr, flush=True)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+# -- get / status ---------------------------------------------------------------------------
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    from jointserve.operator import StatusStore
+
+    rows = [["NAME", "MODEL", "LAYER", "TARGET", "ACTIVE", "READY", "URL"]]
+    for record in StatusStore(args.state_dir).all():
+        resource, status = record["resource"], record.get("status", {})
+        spec = resource["spec"]
+        rows.append([
+            resource["metadata"]["name"],
+            spec["modelName"],
+            spec["deployToLayer"],
+            spec.get("targetVersion") or (spec.get("manifest") or [{}])[0].get("version", "-"),
+            status.get("activeVersion") or "-",
+            _condition(status, "Ready"),
+            status.get("url") or "-",
+        ])
+    print(_table(rows))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from jointserve.operator import StatusStore
+
+    statuses = StatusStore(args.state_dir)
+    for record in statuses.all():
+        resource, status = record["resource"], record.get("status", {})
+        print(f"{resource['kind']} {resource['metadata']['namespace']}/{resource['metadata']['name']}"
+              f"  active={status.get('activeVersion') or '-'}  url={status.get('url') or '-'}")
+        for cond in status.get("conditions", []):
+            print(f"  {cond['type']:<17} {cond['status']:<6} {cond.get('reason', ''):<22} "
+                  f"{cond.get('message', '')}")
+    errors = statuses.read_errors()
+    if errors:
+        print("\nfiles with errors (their last good resources keep serving):")
+        for message in errors.values():
+            print(f"  {message}")
+    return 1 if errors else 0
+
+
+def _condition(status: dict, type_: str) -> str:
+    return next((c["status"] for c in status.get("conditions", []) if c["type"] == type_), "-")
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("   ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+# -- crds -----------------------------------------------------------------------------------
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from jointserve.api import write_crds
+
+    for path in write_crds(args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

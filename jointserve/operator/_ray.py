@@ -1,0 +1,77 @@
+"""The operator's connection to Ray Serve: start it, apply a config, read application states."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray import serve
+from ray.serve.schema import ServeDeploySchema
+
+from ._serve_config import LAYER_RESOURCES
+
+log = logging.getLogger(__name__)
+
+# Enough of each layer resource for any realistic number of replicas per node.
+_LOCAL_LAYER_CAPACITY = 1000
+
+
+@dataclass(frozen=True)
+class AppState:
+    """What Serve says about one application."""
+
+    status: str  # NOT_STARTED, DEPLOYING, DEPLOY_FAILED, RUNNING, UNHEALTHY, DELETING
+    message: str
+    running_replicas: int
+
+
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """Start an embedded single-node Ray that carries both layers (no cluster needed)."""
+    if ray.is_initialized():
+        return
+    ray.init(
+        num_cpus=num_cpus,
+        resources={name: _LOCAL_LAYER_CAPACITY for name in LAYER_RESOURCES.values()},
+        include_dashboard=False,
+        log_to_driver=False,
+        namespace="jointserve",
+    )
+
+
+def connect_ray(address: str) -> None:
+    """Join an existing Ray cluster (its nodes advertise the layer resources themselves)."""
+    if not ray.is_initialized():
+        ray.init(address=address, namespace="jointserve", log_to_driver=False)
+
+
+class ServeBackend:
+    """Applies Serve configs declaratively and reads back application status."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        serve.start(http_options={"host": host, "port": port})
+        from ray.serve.context import _get_global_client
+
+        self._client = _get_global_client()
+
+    def apply(self, config: dict[str, Any]) -> None:
+        """Validate with Ray's own schema and hand the whole desired state to the controller."""
+        self._client.deploy_apps(ServeDeploySchema.model_validate(config))
+
+    def app_states(self) -> dict[str, AppState]:
+        """Status of every Serve application, keyed by application name."""
+        out = {}
+        for name, app in serve.status().applications.items():
+            running = sum(
+                count
+                for dep in app.deployments.values()
+                for state, count in dep.replica_states.items()
+                if str(getattr(state, "value", state)) == "RUNNING"
+            )
+            # ApplicationStatus is a str Enum; keep the plain value.
+            out[name] = AppState(status=str(app.status.value), message=app.message,
+                                 running_replicas=running)
+        return out

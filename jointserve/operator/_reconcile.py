@@ -1,0 +1,278 @@
+"""The reconcile function: desired resources in, Serve config applied, resource status out.
+
+    validate (done by the source) -> fetch + verify the target version -> build the Serve
+    config -> apply it if it changed -> read Serve status -> write each resource's status
+
+Both sources (directory, Kubernetes) feed the same `Reconciler`. The rule that keeps users
+safe: a version is only ever handed to Serve after its archive downloaded, matched its sha256,
+unpacked safely and loaded in onnxruntime. When the target version fails any of that, the
+version that was serving keeps serving and the status says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from jointserve.api import (
+    InferenceModel,
+    InferenceModelStatus,
+    ModelFile,
+    Resource,
+    get_condition,
+    set_condition,
+)
+from jointserve.protocol import LoadedModel
+from jointserve.store import ArtifactError, ArtifactStore, ProgressCallback
+
+from ._directory import ResourceKey
+from ._ray import AppState
+from ._serve_config import ModelApp, ServeSettings, build_serve_config
+from ._status_store import StatusStore
+
+log = logging.getLogger(__name__)
+
+# Failures worth retrying on their own (the server may come back); the others need a new
+# spec (another URL or sha256) before another try makes sense.
+TRANSIENT_REASONS = {"DownloadFailed", "HTTPError"}
+RETRY_MIN_S = 5.0
+RETRY_MAX_S = 300.0
+
+
+class Backend(Protocol):
+    """What the reconciler needs of Ray Serve (jointserve.operator._ray.ServeBackend)."""
+
+    def apply(self, config: dict) -> None: ...
+
+    def app_states(self) -> dict[str, AppState]: ...
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Outcome of fetching and checking one manifest entry."""
+
+    ok: bool
+    reason: str
+    message: str
+    retry_at: float | None = None  # monotonic time of the next attempt; None = never
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to serve for one InferenceModel, and why."""
+
+    app: ModelApp | None
+    target: ModelFile | None
+    verification: Verification
+
+
+def app_name(key: ResourceKey) -> str:
+    """Serve application name of a resource: unambiguous since namespaces hold no dots."""
+    kind, namespace, name = key
+    return f"im.{namespace}.{name}" if kind == InferenceModel.KIND else f"{kind}.{namespace}.{name}"
+
+
+class Reconciler:
+    """Drives Ray Serve towards the resources it is given and reports back their status."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        store: ArtifactStore,
+        statuses: StatusStore,
+        settings: ServeSettings,
+        public_url: str,
+        progress: Callable[[str], ProgressCallback | None] = lambda _label: None,
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.statuses = statuses
+        self.settings = settings
+        self.public_url = public_url
+        self._progress = progress
+        self._verified: dict[tuple[str, str, str, str], Verification] = {}
+        self._deployed: dict[ResourceKey, ModelApp] = {}
+        self._applied: dict | None = None
+
+    def reconcile(self, resources: Mapping[ResourceKey, Resource]) -> dict[ResourceKey, InferenceModelStatus]:
+        """One pass; safe to call as often as wanted (it applies only on change)."""
+        models = {k: r for k, r in sorted(resources.items()) if isinstance(r, InferenceModel)}
+        plans = {key: self._plan(key, model) for key, model in models.items()}
+        plans = _refuse_duplicate_model_names(models, plans)
+        config = build_serve_config([p.app for p in plans.values() if p.app], self.settings)
+        if config != self._applied:
+            log.info("applying Serve config with %d application(s)", len(config["applications"]))
+            self.backend.apply(config)
+            self._applied = config
+        self._deployed = {k: p.app for k, p in plans.items() if p.app}
+        states = self.backend.app_states()
+        out = {}
+        for key, model in models.items():
+            status = self._status(key, model, plans[key], states)
+            self.statuses.write(key, _record(model, status))
+            out[key] = status
+        for key in set(self.statuses.keys()) - set(models):
+            if key[0] == InferenceModel.KIND:
+                self.statuses.delete(key)
+        return out
+
+    # -- planning -----------------------------------------------------------------------
+
+    def _plan(self, key: ResourceKey, model: InferenceModel) -> Plan:
+        spec = model.spec
+        if spec.image:
+            return Plan(None, None, Verification(
+                False, "ImageNotSupported",
+                "spec.image models run as Kubernetes Deployments (Kubernetes mode); "
+                "embedded mode serves spec.manifest archives"))
+        target = spec.target_file()
+        assert target is not None  # the schema requires image or manifest
+        verification = self._verify(spec.modelName, target)
+        if verification.ok:
+            app: ModelApp | None = ModelApp(
+                app_name=app_name(key),
+                model_name=spec.modelName,
+                layer=spec.deployToLayer,
+                version=target.version,
+                url=target.downloadURL,
+                sha256=target.sha256sum,
+                replicas=spec.replicas,
+                node_selector=dict(spec.nodeSelector),
+            )
+        else:
+            app = self._keep_serving(key, model)
+        if app is not None and spec.replicas == 0:
+            app = None
+        return Plan(app, target, verification)
+
+    def _keep_serving(self, key: ResourceKey, model: InferenceModel) -> ModelApp | None:
+        """The version already deployed for `key`, with the spec's other fields applied."""
+        previous = self._deployed.get(key) or self._from_saved_status(key, model)
+        if previous is None or previous.model_name != model.spec.modelName:
+            return None
+        return replace(previous, layer=model.spec.deployToLayer, replicas=model.spec.replicas,
+                       node_selector=dict(model.spec.nodeSelector))
+
+    def _from_saved_status(self, key: ResourceKey, model: InferenceModel) -> ModelApp | None:
+        # After an operator restart: the saved activeVersion, if the manifest still lists it.
+        saved = self.statuses.read(key) or {}
+        active = (saved.get("status") or {}).get("activeVersion")
+        entry = model.spec.file_for(active) if active else None
+        if entry is None or not self.store.is_cached(model.spec.modelName, entry.version, entry.sha256sum):
+            return None
+        return ModelApp(app_name(key), model.spec.modelName, model.spec.deployToLayer,
+                        entry.version, entry.downloadURL, entry.sha256sum)
+
+    def _verify(self, model_name: str, entry: ModelFile) -> Verification:
+        memo_key = (model_name, entry.version, entry.downloadURL, entry.sha256sum)
+        known = self._verified.get(memo_key)
+        if known and (known.ok or known.retry_at is None or time.monotonic() < known.retry_at):
+            return known
+        result = self._fetch_and_check(model_name, entry)
+        if not result.ok and result.reason in TRANSIENT_REASONS:
+            attempts = known.attempts + 1 if known else 1
+            delay = min(RETRY_MAX_S, RETRY_MIN_S * 2 ** (attempts - 1))
+            result = replace(result, retry_at=time.monotonic() + delay, attempts=attempts)
+        self._verified[memo_key] = result
+        return result
+
+    def _fetch_and_check(self, model_name: str, entry: ModelFile) -> Verification:
+        label = f"{model_name} {entry.version}"
+        try:
+            fetched = self.store.fetch(model_name, entry.version, entry.downloadURL,
+                                       entry.sha256sum, progress=self._progress(label))
+        except ArtifactError as exc:
+            log.error("%s: %s", label, exc)
+            return Verification(False, exc.reason, str(exc))
+        try:
+            LoadedModel.load(model_name, entry.version, fetched.path)
+        except Exception as exc:  # noqa: BLE001 - any load failure means "do not serve this"
+            log.error("%s: archive verified but the model does not load: %s", label, exc)
+            return Verification(False, "ModelInvalid", f"model in {entry.downloadURL} does not load: {exc}")
+        source = "cached" if fetched.cache_hit else "downloaded"
+        return Verification(True, "Verified", f"{entry.version} {source}, sha256 matches, model loads")
+
+    # -- status -------------------------------------------------------------------------
+
+    def _status(self, key: ResourceKey, model: InferenceModel, plan: Plan,
+                states: dict[str, AppState]) -> InferenceModelStatus:
+        saved = (self.statuses.read(key) or {}).get("status") or {}
+        previous = InferenceModelStatus.model_validate(saved) if saved else InferenceModelStatus()
+        generation = model.metadata.generation
+        conditions = list(previous.conditions)
+        v = plan.verification
+        conditions = set_condition(conditions, "ArtifactVerified", "True" if v.ok else "False",
+                                   v.reason, v.message, generation)
+        app = plan.app
+        state = states.get(app.app_name) if app else None
+        active = previous.activeVersion
+        if app is None:
+            reason = "ScaledToZero" if model.spec.replicas == 0 else v.reason
+            message = "spec.replicas is 0" if model.spec.replicas == 0 else v.message
+            conditions = set_condition(conditions, "Ready", "False", reason, message, generation)
+            conditions = set_condition(conditions, "Progressing", "False", reason, message, generation)
+            return InferenceModelStatus(url=None, activeVersion=None,
+                                        observedGeneration=generation, conditions=conditions)
+        if state is not None and state.status == "RUNNING":
+            active = app.version
+            conditions = set_condition(conditions, "Ready", "True", "Serving",
+                                       f"serving {app.version} on {state.running_replicas} replica(s)",
+                                       generation)
+        elif state is not None and state.status in {"DEPLOY_FAILED", "UNHEALTHY"}:
+            conditions = set_condition(conditions, "Ready", "False", _camel(state.status),
+                                       state.message[-500:], generation)
+        else:
+            serving_old = active is not None and get_condition(conditions, "Ready") is not None \
+                and get_condition(conditions, "Ready").status == "True"
+            conditions = set_condition(conditions, "Ready", "True" if serving_old else "False",
+                                       "Serving" if serving_old else "Deploying",
+                                       f"deploying {app.version}", generation)
+        conditions = set_condition(conditions, "Progressing", *_progress_condition(plan, state),
+                                   observed_generation=generation)
+        return InferenceModelStatus(url=self.public_url, activeVersion=active,
+                                    observedGeneration=generation, conditions=conditions)
+
+
+def _progress_condition(plan: Plan, state: AppState | None) -> tuple[str, str, str]:
+    app, target = plan.app, plan.target
+    assert app is not None
+    if not plan.verification.ok and target is not None:
+        return ("False", "TargetVersionRejected",
+                f"target {target.version} rejected ({plan.verification.reason}); "
+                f"still serving {app.version}")
+    if state is None or state.status != "RUNNING":
+        return ("True", "Deploying", f"rolling out {app.version}")
+    return ("False", "Complete", f"{app.version} rolled out")
+
+
+def _camel(status: str) -> str:
+    return "".join(part.capitalize() for part in status.split("_"))
+
+
+def _refuse_duplicate_model_names(models: Mapping[ResourceKey, InferenceModel],
+                                  plans: dict[ResourceKey, Plan]) -> dict[ResourceKey, Plan]:
+    """Two resources cannot own one /v2/models/<name> route; the first (by key) keeps it."""
+    owner: dict[str, ResourceKey] = {}
+    out = dict(plans)
+    for key, model in models.items():
+        name = model.spec.modelName
+        if name in owner:
+            first = owner[name]
+            out[key] = Plan(None, plans[key].target, Verification(
+                False, "ModelNameConflict",
+                f"modelName {name!r} is already served by {first[0]} {first[1]}/{first[2]}"))
+        else:
+            owner[name] = key
+    return out
+
+
+def _record(model: InferenceModel, status: InferenceModelStatus) -> dict:
+    return {
+        "resource": model.model_dump(mode="json", exclude={"status"}, exclude_none=True),
+        "status": status.model_dump(mode="json", exclude_none=True),
+    }
+

@@ -1,0 +1,125 @@
+"""Build the declarative Ray Serve config for the resources the operator decided to serve.
+
+The output has the schema of `serve deploy` config files and of KubeRay's RayService
+`serveConfigV2` (ray.serve.schema.ServeDeploySchema), so the same document can be applied by
+this operator, by `serve deploy`, or by a KubeRay cluster.
+
+Placement: an InferenceModel's `deployToLayer` becomes a Ray custom resource its replicas
+require (`jointserve_edge` / `jointserve_cloud`, which edge and cloud nodes advertise; the
+local node in embedded mode advertises both), and its `nodeSelector` becomes the replicas'
+Ray `label_selector`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from jointserve.api import Layer
+
+SERVER_APP = "jointserve"
+SERVER_ROUTE = "/v2"
+MODEL_DEPLOYMENT = "model"
+
+# Custom resource each layer's nodes carry. A replica asks for a sliver of it so any number
+# of replicas fits on a node that has the resource at all.
+LAYER_RESOURCES: dict[str, str] = {"edge": "jointserve_edge", "cloud": "jointserve_cloud"}
+LAYER_RESOURCE_PER_REPLICA = 0.001
+
+IMPORT_PATHS: dict[str, str] = {
+    "edge": "jointserve.edge_serving:build_app",
+    "cloud": "jointserve.cloud_serving:build_app",
+}
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Cluster-wide serving options, the same for every application."""
+
+    store_root: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Replicas are I/O-bound Python plus microsecond-scale model calls; a whole logical CPU
+    # each would make a 2-core node refuse its third replica.
+    replica_num_cpus: float = 0.1
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class ModelApp:
+    """One InferenceModel as the operator decided to serve it (a verified version)."""
+
+    app_name: str
+    model_name: str
+    layer: Layer
+    version: str
+    url: str
+    sha256: str
+    replicas: int = 1
+    node_selector: dict[str, str] = field(default_factory=dict)
+
+
+def route_prefix(model_name: str) -> str:
+    """Where a model's OIP routes live: /v2/models/<name>."""
+    return f"/v2/models/{model_name}"
+
+
+def build_serve_config(models: list[ModelApp], settings: ServeSettings) -> dict[str, Any]:
+    """The whole desired Serve state: the server app plus one app per model.
+
+    Applications absent from the config are deleted by Serve when it is applied, which is
+    how a removed resource loses its application.
+    """
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": settings.host, "port": settings.port},
+        "applications": [_server_app(models, settings)]
+        + [_model_app(m, settings) for m in sorted(models, key=lambda m: m.app_name)],
+    }
+
+
+def _server_app(models: list[ModelApp], settings: ServeSettings) -> dict[str, Any]:
+    return {
+        "name": SERVER_APP,
+        "route_prefix": SERVER_ROUTE,
+        "import_path": "jointserve.gateway:build_app",
+        "args": {"version": settings.version},
+        "deployments": [
+            {
+                "name": "server",
+                "num_replicas": 1,
+                "user_config": {"models": {m.model_name: m.app_name for m in models}},
+                "ray_actor_options": {"num_cpus": settings.replica_num_cpus},
+            }
+        ],
+    }
+
+
+def _model_app(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
+    actor_options: dict[str, Any] = {
+        "num_cpus": settings.replica_num_cpus,
+        "resources": {LAYER_RESOURCES[model.layer]: LAYER_RESOURCE_PER_REPLICA},
+    }
+    if model.node_selector:
+        actor_options["label_selector"] = dict(model.node_selector)
+    return {
+        "name": model.app_name,
+        "route_prefix": route_prefix(model.model_name),
+        "import_path": IMPORT_PATHS[model.layer],
+        # args are part of the application's code version: keep version-specific data out
+        # of them, or a version switch would restart replicas instead of reconfiguring them.
+        "args": {"model_name": model.model_name},
+        "deployments": [
+            {
+                "name": MODEL_DEPLOYMENT,
+                "num_replicas": model.replicas,
+                "user_config": {
+                    "version": model.version,
+                    "url": model.url,
+                    "sha256": model.sha256,
+                    "store_root": settings.store_root,
+                },
+                "ray_actor_options": actor_options,
+            }
+        ],
+    }
