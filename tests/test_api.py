@@ -244,3 +244,26 @@ def test_trailing_separator_keeps_a_file_single_document(tmp_path: Path) -> None
     with pytest.raises(ResourceError) as caught:
         load_file(path)
     assert caught.value.source == f"{path}: InferenceModel digits-edge"
+
+
+def test_set_condition_moves_transition_time_only_on_status_change(monkeypatch) -> None:
+    from jointserve.api import _common, set_condition
+
+    monkeypatch.setattr(_common, "now_rfc3339", lambda: "T1")
+    conditions = set_condition([], "Ready", "False", "Deploying")
+    monkeypatch.setattr(_common, "now_rfc3339", lambda: "T2")
+    same = set_condition(conditions, "Ready", "False", "Deploying", "still")
+    flipped = set_condition(same, "Ready", "True", "Serving")
+    assert [c.lastTransitionTime for c in same] == ["T1"]
+    assert same[0].message == "still"
+    assert [(c.status, c.lastTransitionTime) for c in flipped] == [("True", "T2")]
+
+
+def test_overlong_model_name_is_refused() -> None:
+    doc = {"apiVersion": "jointserve.io/v1alpha1", "kind": "InferenceModel",
+           "metadata": {"name": "a"},
+           "spec": {"modelName": "m" * 64, "deployToLayer": "edge", "manifest": [
+               {"version": "v1", "downloadURL": "http://x/a", "sha256sum": "a" * 64}]}}
+    with pytest.raises(ResourceError) as err:
+        parse_resource(doc, "f.yaml")
+    assert err.value.problems == ["spec.modelName: string should have at most 63 characters"]

@@ -72,36 +72,19 @@ def set_condition(
     observed_generation: int | None = None,
 ) -> list[Condition]:
     """Return `conditions` with `type_` set; lastTransitionTime moves only when status changes."""
-    out: list[Condition] = []
-    found = False
-    for cond in conditions:
-        if cond.type != type_:
-            out.append(cond)
-            continue
-        found = True
-        changed = cond.status != status
-        out.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                lastTransitionTime=now_rfc3339() if changed else cond.lastTransitionTime,
-                observedGeneration=observed_generation,
-            )
-        )
-    if not found:
-        out.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                lastTransitionTime=now_rfc3339(),
-                observedGeneration=observed_generation,
-            )
-        )
-    return out
+    old = get_condition(conditions, type_)
+    moved = old is None or old.status != status
+    updated = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        lastTransitionTime=now_rfc3339() if moved or old is None else old.lastTransitionTime,
+        observedGeneration=observed_generation,
+    )
+    if old is None:
+        return [*conditions, updated]
+    return [updated if c.type == type_ else c for c in conditions]
 
 
 def get_condition(conditions: list[Condition], type_: str) -> Condition | None:

@@ -26,8 +26,8 @@ Layer = Literal["edge", "cloud"]
 class ModelFile(Strict):
     """One version of the model: an archive (tar.gz, tar or zip) holding the model files."""
 
-    version: Annotated[str, Field(pattern=VERSION_PATTERN)]
-    downloadURL: Annotated[str, Field(pattern=URL_PATTERN)]
+    version: Annotated[str, Field(pattern=VERSION_PATTERN, max_length=63)]
+    downloadURL: Annotated[str, Field(pattern=URL_PATTERN, max_length=2048)]
     sha256sum: Annotated[str, Field(pattern=SHA256_PATTERN)]
 
     @model_validator(mode="after")
@@ -65,13 +65,14 @@ class InferenceModelSpec(Strict):
         },
     ]
 
-    modelName: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+    modelName: Annotated[str, Field(pattern=MODEL_NAME_PATTERN, max_length=63)]
     deployToLayer: Layer
     frameworkType: str | None = None
     nodeSelector: dict[str, str] = Field(default_factory=dict)
     image: str | None = None
-    manifest: list[ModelFile] = Field(default_factory=list)
-    targetVersion: Annotated[str, Field(pattern=VERSION_PATTERN)] | None = None
+    # Bounded, like every string the CEL rules touch, so the API server can cost the rules.
+    manifest: list[ModelFile] = Field(default_factory=list, max_length=64)
+    targetVersion: Annotated[str, Field(pattern=VERSION_PATTERN, max_length=63)] | None = None
     replicas: Annotated[int, Field(ge=0)] = 1
 
     @model_validator(mode="before")
