@@ -32,6 +32,9 @@ def start_local_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     ray.init(
+        # "local": always a fresh single-node instance, never a cluster that happens to be
+        # running on this machine (RAY_ADDRESS or `ray start`); joining one is --ray-address.
+        address="local",
         num_cpus=num_cpus,
         resources={name: _LOCAL_LAYER_CAPACITY for name in LAYER_RESOURCES.values()},
         include_dashboard=False,
