@@ -226,8 +226,9 @@ class Reconciler:
             conditions = set_condition(conditions, "Ready", "False", _camel(state.status),
                                        state.message[-500:], generation)
         else:
-            serving_old = active is not None and get_condition(conditions, "Ready") is not None \
-                and get_condition(conditions, "Ready").status == "True"
+            # During a rollout the previous version keeps answering: still Ready.
+            was_ready = get_condition(conditions, "Ready")
+            serving_old = active is not None and was_ready is not None and was_ready.status == "True"
             conditions = set_condition(conditions, "Ready", "True" if serving_old else "False",
                                        "Serving" if serving_old else "Deploying",
                                        f"deploying {app.version}", generation)
