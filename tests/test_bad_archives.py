@@ -1,7 +1,7 @@
 """A target version whose archive fails never replaces the version that is serving.
 
-Each case points the edge model's v2 at a broken archive (or a broken download of a good one),
-switches targetVersion to v2, and checks: the status names the failure, v1 keeps answering.
+Each case adds a version v3 that is a broken archive (or a broken download of a good one),
+switches targetVersion to it, and checks: the status names the failure, v1 keeps answering.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _bomb(path: Path) -> Path:
     return path
 
 
-# Each case: (archive_dir, server, good v2 archive name) -> (url, sha256) of the bad v2.
+# Each case: (archive_dir, server, good archive name) -> (url, sha256) of the bad version.
 Case = Callable[[Path, FileServer, str], tuple[str, str]]
 
 
@@ -115,9 +115,10 @@ def test_bad_target_version_keeps_serving_version(
     edge_on_v1: dict, example: Path, make_case: Case, reason: str,
 ) -> None:
     url, sha = make_case(archive_dir, archive_server, "digits-edge-v2.tar.gz")
-    v2 = next(e for e in edge_on_v1["spec"]["manifest"] if e["version"] == "v2")
-    v2.update(downloadURL=url, sha256sum=sha)
-    edge_on_v1["spec"]["targetVersion"] = "v2"
+    # A version never fetched before: the store is content-addressed by (model, version,
+    # sha256), so a good v2 cached by another test would rightly satisfy a v2 with its sha.
+    edge_on_v1["spec"]["manifest"].append({"version": "v3", "downloadURL": url, "sha256sum": sha})
+    edge_on_v1["spec"]["targetVersion"] = "v3"
     harness.write(edge_on_v1)
 
     verified = harness.wait_for(
