@@ -1,4 +1,5 @@
-"""Edge tier: the Ray Serve deployment that serves an edge-layer InferenceModel over OIP v2.
+"""Edge tier: the Ray Serve deployment that serves an edge-layer InferenceModel over OIP v2,
+and the hard example mining policies that decide which edge answers go on to the cloud.
 
 The operator points a Serve application at `jointserve.edge_serving:build_app` and places its
 replicas on edge nodes through the deployment's ray_actor_options (see
@@ -14,6 +15,8 @@ from ray.serve import Application
 
 from jointserve.protocol._replica import ModelReplica
 
+from ._hem import POLICIES, HemDecision, HemPolicy, build_policy
+
 
 @serve.deployment(name="model", max_ongoing_requests=256)
 class EdgeModelServer(ModelReplica):
@@ -25,4 +28,4 @@ def build_app(args: dict[str, Any]) -> Application:
     return EdgeModelServer.bind(model_name=args["model_name"])
 
 
-__all__ = ["EdgeModelServer", "build_app"]
+__all__ = ["POLICIES", "EdgeModelServer", "HemDecision", "HemPolicy", "build_app", "build_policy"]

@@ -1,0 +1,193 @@
+"""Hard example mining (HEM): does the edge model's answer need the cloud model?
+
+Each policy looks at one edge output and returns a `HemDecision` (hard or not, and a score
+where higher means harder). Policies are chosen by name with parameters from the
+JointInferenceService resource; unknown names and bad parameters are errors naming the field.
+
+Sedna-compatible policies keep Sedna's names, parameters and rules
+(sedna/algorithms/hard_example_mining/hard_example_mining.py) so its users can move over:
+`ThresholdFilter`, `CrossEntropyFilter`, `IBTFilter` (detections: rows of
+[x1, y1, x2, y2, score, label]) and `RandomFilter`. `MaxProb`, `Margin` and `Entropy` are the
+usual uncertainty rules for classifiers' probability vectors; `EdgeOnly` and `CloudOnly` pin
+every input to one tier.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+@dataclass(frozen=True)
+class HemDecision:
+    hard: bool
+    score: float  # higher = harder; comparable within one policy only
+
+
+class HemPolicy(Protocol):
+    """One edge output in (a probability vector, or detection rows), one decision out."""
+
+    def __call__(self, edge_output: np.ndarray) -> HemDecision: ...
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    NAME: ClassVar[str]
+
+
+class ThresholdFilter(_Params):
+    """Sedna: hard when no detection scores at least `threshold` (or there is none)."""
+
+    NAME: ClassVar[str] = "ThresholdFilter"
+    threshold: Fraction = 0.5
+
+    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+        scores = _detection_scores(edge_output)
+        best = float(scores.max()) if scores.size else 0.0
+        return HemDecision(hard=best < self.threshold, score=1.0 - best)
+
+
+class CrossEntropyFilter(_Params):
+    """Sedna: confidence = 1 - H(p)/log(K); hard when it is below `threshold_cross_entropy`."""
+
+    NAME: ClassVar[str] = "CrossEntropyFilter"
+    threshold_cross_entropy: Fraction = 0.5
+
+    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+        probs = _probabilities(edge_output)
+        if probs.size == 0:
+            return HemDecision(hard=True, score=1.0)
+        confidence = 1.0 - _normalised_entropy(probs)
+        return HemDecision(hard=confidence < self.threshold_cross_entropy, score=1.0 - confidence)
+
+
+class IBTFilter(_Params):
+    """Sedna image-box-threshold: hard when the share of boxes scoring at most `threshold_box`
+    is at least 1 - `threshold_img` (or there is no box)."""
+
+    NAME: ClassVar[str] = "IBTFilter"
+    threshold_img: Fraction = 0.5
+    threshold_box: Fraction = 0.5
+
+    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+        scores = _detection_scores(edge_output)
+        if scores.size == 0:
+            return HemDecision(hard=True, score=1.0)
+        low_share = float(np.mean(scores <= self.threshold_box))
+        return HemDecision(hard=low_share >= 1.0 - self.threshold_img, score=low_share)
+
+
+class RandomFilter(_Params):
+    """Sedna: a random `random_ratio` of inputs are hard (a baseline for the others)."""
+
+    NAME: ClassVar[str] = "RandomFilter"
+    random_ratio: Fraction = 0.3
+    seed: int | None = None
+    _rng: random.Random = PrivateAttr()
+
+    def model_post_init(self, _context: Any) -> None:
+        self._rng = random.Random(self.seed)
+
+    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+        draw = self._rng.random()
+        return HemDecision(hard=draw < self.random_ratio, score=1.0 - draw)
+
+
+class MaxProb(_Params):
+    """Hard when the top class probability is below `threshold`."""
+
+    NAME: ClassVar[str] = "MaxProb"
+    threshold: Fraction = 0.9
+
+    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+        top = float(_probabilities(edge_output).max(initial=0.0))
+        return HemDecision(hard=top < self.threshold, score=1.0 - top)
+
+
+class Margin(_Params):
+    """Hard when top-1 minus top-2 probability is below `threshold`."""
+
+    NAME: ClassVar[str] = "Margin"
+    threshold: Fraction = 0.5
+
+    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+        probs = np.sort(_probabilities(edge_output))[::-1]
+        margin = float(probs[0] - probs[1]) if probs.size > 1 else float(probs.sum())
+        return HemDecision(hard=margin < self.threshold, score=1.0 - margin)
+
+
+class Entropy(_Params):
+    """Hard when the entropy, normalised to [0, 1] by log(K), is above `threshold`."""
+
+    NAME: ClassVar[str] = "Entropy"
+    threshold: Fraction = 0.3
+
+    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+        entropy = _normalised_entropy(_probabilities(edge_output))
+        return HemDecision(hard=entropy > self.threshold, score=entropy)
+
+
+class EdgeOnly(_Params):
+    """Never hard: the edge model answers everything."""
+
+    NAME: ClassVar[str] = "EdgeOnly"
+
+    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+        return HemDecision(hard=False, score=0.0)
+
+
+class CloudOnly(_Params):
+    """Always hard: every input goes on to the cloud model."""
+
+    NAME: ClassVar[str] = "CloudOnly"
+
+    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+        return HemDecision(hard=True, score=1.0)
+
+
+POLICIES: dict[str, type[_Params]] = {
+    cls.NAME: cls
+    for cls in (ThresholdFilter, CrossEntropyFilter, IBTFilter, RandomFilter, MaxProb, Margin,
+                Entropy, EdgeOnly, CloudOnly)
+}
+
+
+def build_policy(name: str, parameters: dict[str, Any] | None = None) -> HemPolicy:
+    """The policy `name` with `parameters`; ValueError naming the field and rule otherwise."""
+    cls = POLICIES.get(name)
+    if cls is None:
+        raise ValueError(f"hardExampleMining.name: must be one of {sorted(POLICIES)} (got {name!r})")
+    try:
+        return cls.model_validate(parameters or {})  # type: ignore[return-value]
+    except ValidationError as exc:
+        problems = [
+            f"hardExampleMining.parameters.{'.'.join(map(str, e['loc']))}: "
+            + ("unknown parameter for " + name if e["type"] == "extra_forbidden" else e["msg"].lower())
+            for e in exc.errors()
+        ]
+        raise ValueError("; ".join(problems)) from None
+
+
+def _probabilities(edge_output: np.ndarray) -> np.ndarray:
+    return np.asarray(edge_output, dtype=np.float64).ravel()
+
+
+def _normalised_entropy(probs: np.ndarray) -> float:
+    if probs.size < 2:
+        return 0.0
+    p = probs[probs > 0]
+    return float(-(p * np.log(p)).sum() / math.log(probs.size))
+
+
+def _detection_scores(edge_output: np.ndarray) -> np.ndarray:
+    rows = np.asarray(edge_output, dtype=np.float64)
+    if rows.size == 0:
+        return np.empty(0)
+    return rows.reshape(-1, rows.shape[-1])[:, 4]
