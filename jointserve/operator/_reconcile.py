@@ -97,6 +97,12 @@ class Reconciler:
         self._verified: dict[tuple[str, str, str, str], Verification] = {}
         self._deployed: dict[ResourceKey, ModelApp] = {}
         self._applied: dict | None = None
+        # Status records as last written, read from disk once: a pass runs every second, and
+        # only records that changed need the disk again.
+        self._records: dict[ResourceKey, dict] = {
+            key: record for key in statuses.keys()
+            if key[0] == InferenceModel.KIND and (record := statuses.read(key)) is not None
+        }
 
     def reconcile(self, resources: Mapping[ResourceKey, Resource]) -> dict[ResourceKey, InferenceModelStatus]:
         """One pass; safe to call as often as wanted (it applies only on change)."""
@@ -113,12 +119,19 @@ class Reconciler:
         out = {}
         for key, model in models.items():
             status = self._status(key, model, plans[key], states)
-            self.statuses.write(key, _record(model, status))
+            record = _record(model, status)
+            if record != self._records.get(key):
+                self.statuses.write(key, record)
+                self._records[key] = record
             out[key] = status
-        for key in set(self.statuses.keys()) - set(models):
-            if key[0] == InferenceModel.KIND:
-                self.statuses.delete(key)
+        for key in set(self._records) - set(models):
+            self.statuses.delete(key)
+            del self._records[key]
         return out
+
+    def _saved_status(self, key: ResourceKey) -> InferenceModelStatus:
+        saved = (self._records.get(key) or {}).get("status")
+        return InferenceModelStatus.model_validate(saved) if saved else InferenceModelStatus()
 
     # -- planning -----------------------------------------------------------------------
 
@@ -159,8 +172,7 @@ class Reconciler:
 
     def _from_saved_status(self, key: ResourceKey, model: InferenceModel) -> ModelApp | None:
         # After an operator restart: the saved activeVersion, if the manifest still lists it.
-        saved = self.statuses.read(key) or {}
-        active = (saved.get("status") or {}).get("activeVersion")
+        active = self._saved_status(key).activeVersion
         entry = model.spec.file_for(active) if active else None
         if entry is None or not self.store.is_cached(model.spec.modelName, entry.version, entry.sha256sum):
             return None
@@ -200,8 +212,7 @@ class Reconciler:
 
     def _status(self, key: ResourceKey, model: InferenceModel, plan: Plan,
                 states: dict[str, AppState]) -> InferenceModelStatus:
-        saved = (self.statuses.read(key) or {}).get("status") or {}
-        previous = InferenceModelStatus.model_validate(saved) if saved else InferenceModelStatus()
+        previous = self._saved_status(key)
         generation = model.metadata.generation
         conditions = list(previous.conditions)
         v = plan.verification
