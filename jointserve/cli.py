@@ -120,13 +120,14 @@ def _announce_when_ready(statuses: Any, directory: Path, public_url: str,
     else:
         return
     request_file = directory / "request.json"
+    records = statuses.all()
     print("\njointserve is serving (Open Inference Protocol v2):")
-    for record in statuses.all():
+    for record in records:
         name = record["resource"]["spec"]["modelName"]
         version = record["status"].get("activeVersion")
         url = f"{public_url}/v2/models/{name}/infer"
         print(f"  {name} ({version}): {url}")
-    first = statuses.all()[0]["resource"]["spec"]["modelName"]
+    first = records[0]["resource"]["spec"]["modelName"]
     body = f"@{request_file}" if request_file.exists() else "'{\"inputs\": [...]}'"
     print("\ntry:\n  curl -s -X POST "
           f"{public_url}/v2/models/{first}/infer -H 'Content-Type: application/json' "

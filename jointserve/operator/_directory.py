@@ -23,6 +23,11 @@ ResourceKey = tuple[str, str, str]  # (kind, namespace, name)
 YAML_SUFFIXES = {".yaml", ".yml"}
 
 
+def is_resource_file(path: Path) -> bool:
+    """YAML files, except hidden ones (editors' swap and backup files)."""
+    return path.suffix in YAML_SUFFIXES and not path.name.startswith(".")
+
+
 def resource_key(resource: Resource) -> ResourceKey:
     return (resource.kind, resource.metadata.namespace, resource.metadata.name)
 
@@ -45,8 +50,7 @@ class DirectorySource:
     def scan(self) -> Snapshot:
         """Parse every YAML file now; see the module docstring for how errors are handled."""
         snapshot = Snapshot()
-        files = sorted(p for p in self.directory.iterdir()
-                       if p.suffix in YAML_SUFFIXES and not p.name.startswith("."))
+        files = sorted(p for p in self.directory.iterdir() if is_resource_file(p))
         for stale in set(self._last_good) - set(files):
             del self._last_good[stale]
         for path in files:
@@ -76,7 +80,7 @@ class DirectorySource:
             stop_event=stop,
             yield_on_timeout=True,
             rust_timeout=int(resync_s * 1000),
-            watch_filter=lambda _change, path: Path(path).suffix in YAML_SUFFIXES,
+            watch_filter=lambda _change, path: is_resource_file(Path(path)),
             debounce=200,
             raise_interrupt=False,
         ):

@@ -83,15 +83,18 @@ class ModelEndpoint:
             return json_response(response)
         if path == "/ready":
             _require_method(request, "GET")
-            if loaded is None:
-                raise ModelNotReady(f"model {self.name!r} has no loaded version yet")
+            loaded = self._require_loaded(loaded)
             return json_response({"name": self.name, "ready": True, "version": loaded.version})
         if path == "":
             _require_method(request, "GET")
-            if loaded is None:
-                raise ModelNotReady(f"model {self.name!r} has no loaded version yet")
-            return json_response(metadata(loaded).model_dump(exclude_none=True))
+            return json_response(metadata(self._require_loaded(loaded)).model_dump(exclude_none=True))
         raise ModelNotFound(f"no route {request.url.path!r}; see the OIP v2 REST API")
+
+
+    def _require_loaded(self, loaded: LoadedModel | None) -> LoadedModel:
+        if loaded is None:
+            raise ModelNotReady(f"model {self.name!r} has no loaded version yet")
+        return loaded
 
 
 class MethodNotAllowed(InvalidInput):
