@@ -1,11 +1,32 @@
 """Open Inference Protocol v2: wire models, the data plane and its HTTP adapter."""
 
-from ._dataplane import LoadedModel, decode_request, encode_output, infer, metadata, to_array
+from ._dataplane import (
+    INLINE_MAX_S,
+    JSON_LENGTH_HEADER,
+    LoadedModel,
+    decode_request,
+    encode_output,
+    infer,
+    metadata,
+    request_tensor,
+    run_model,
+    to_array,
+)
 from ._errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
-from ._http import ModelEndpoint, error_response, json_response, relative_path
+from ._http import (
+    ModelEndpoint,
+    answer,
+    error_response,
+    json_header_length,
+    json_response,
+    relative_path,
+    require_method,
+)
 from ._oip import InferenceRequest, InferenceResponse, ModelMetadata, RequestInput
 
 __all__ = [
+    "INLINE_MAX_S",
+    "JSON_LENGTH_HEADER",
     "InferenceError",
     "InferenceRequest",
     "InferenceResponse",
@@ -16,12 +37,17 @@ __all__ = [
     "ModelNotFound",
     "ModelNotReady",
     "RequestInput",
+    "answer",
     "decode_request",
     "encode_output",
     "error_response",
     "infer",
+    "json_header_length",
     "json_response",
     "metadata",
     "relative_path",
+    "request_tensor",
+    "require_method",
+    "run_model",
     "to_array",
 ]

@@ -4,11 +4,20 @@ Protocol-agnostic and Ray-agnostic: the HTTP adapter (jointserve.protocol.http) 
 deployments call into it, and so can a plain ASGI server (the benchmarks' baseline). Model
 versions are immutable `LoadedModel` values; swapping one in is a single reference assignment,
 so a request in flight finishes on the version it started with.
+
+Tensors arrive as JSON `data` or, with the binary data extension, as raw bytes after the JSON
+header (`decode_request(body, json_length)`); either way `request_tensor` yields one numpy
+array per input (BYTES: an object array of `bytes`). Responses are always JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
+import binascii
 import math
+import struct
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +25,15 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from jointserve.runtime import OnnxModel, TensorSpec, oip_datatype
+from jointserve.runtime import OnnxModel, TensorSpec, numpy_dtype, oip_datatype
 
 from ._errors import InvalidInput, ModelNotReady
 from ._oip import InferenceRequest, MetadataTensor, ModelMetadata, RequestInput
 
 PLATFORM = "onnxruntime_onnx"
+# Binary data extension: length of the JSON part of the body.
+JSON_LENGTH_HEADER = "Inference-Header-Content-Length"
+_LENGTH = struct.Struct("<I")  # BYTES element length prefix in binary data
 
 
 @dataclass(frozen=True)
@@ -31,13 +43,32 @@ class LoadedModel:
     name: str
     version: str
     model: OnnxModel
+    # A warm call on one sample, timed at load: callers on an event loop use it to decide
+    # between calling the model inline and handing it to a thread.
+    call_s: float = 0.0
 
     @classmethod
     def load(cls, name: str, version: str, path: Path) -> "LoadedModel":
-        """Load `path` and run it once on zeros, so a broken model fails here, not on a request."""
+        """Load `path` and run it on zeros, so a broken model fails here, not on a request."""
         model = OnnxModel(path)
-        model.run({spec.name: _zeros_like(spec) for spec in model.inputs})
-        return cls(name=name, version=version, model=model)
+        feeds = {spec.name: _zeros_like(spec) for spec in model.inputs}
+        model.run(feeds)  # the first call pays one-time setup; time the second
+        started = time.perf_counter()
+        model.run(feeds)
+        return cls(name=name, version=version, model=model, call_s=time.perf_counter() - started)
+
+
+# Above this warm call time a model runs in a worker thread instead of on the event loop: a
+# thread hop costs ~50-100 µs, worth paying only for calls much longer than that. The
+# example models take 10-30 µs (shared/MEASUREMENTS.md) and run inline.
+INLINE_MAX_S = 0.002
+
+
+async def run_model(loaded: LoadedModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """All outputs of `loaded` for `feeds`, without stalling the event loop on a slow model."""
+    if loaded.call_s <= INLINE_MAX_S:
+        return loaded.model.run(feeds)
+    return await asyncio.to_thread(loaded.model.run, feeds)
 
 
 def _zeros_like(spec: TensorSpec) -> np.ndarray:
@@ -45,10 +76,52 @@ def _zeros_like(spec: TensorSpec) -> np.ndarray:
     return np.zeros(shape, dtype=spec.numpy_dtype)
 
 
-def decode_request(body: bytes) -> InferenceRequest:
-    """Parse and check the request envelope; any problem is an InvalidInput naming it."""
+def decode_request(body: bytes, json_length: int | None = None) -> InferenceRequest:
+    """Parse and check the request envelope; any problem is an InvalidInput naming it.
+
+    `json_length` is the Inference-Header-Content-Length header of the binary data extension:
+    the first `json_length` bytes are the JSON request, the rest the raw data of the inputs
+    that give `parameters.binary_data_size`, in input order. Without it the body is all JSON.
+    """
     if not body:
         raise InvalidInput("request body is empty; expected an OIP v2 JSON inference request")
+    if json_length is None:
+        request = _parse_json(body)
+        for inp in request.inputs:
+            if _binary_size(inp) is not None:
+                raise InvalidInput(
+                    f"input {inp.name!r}: parameters.binary_data_size needs the binary data "
+                    f"extension's {JSON_LENGTH_HEADER} header"
+                )
+        return request
+    if not 0 < json_length <= len(body):
+        raise InvalidInput(
+            f"{JSON_LENGTH_HEADER} is {json_length}, but the body has {len(body)} bytes"
+        )
+    # Only the JSON part is copied; tensors are numpy views of the body.
+    request = _parse_json(body[:json_length])
+    binary = memoryview(body)[json_length:]
+    offset = 0
+    for inp in request.inputs:
+        size = _binary_size(inp)
+        if size is None:
+            continue
+        if offset + size > len(binary):
+            raise InvalidInput(
+                f"input {inp.name!r}: binary_data_size {size} runs past the end of the body "
+                f"({len(binary) - offset} binary bytes left)"
+            )
+        inp._tensor = _binary_tensor(inp, binary[offset : offset + size])
+        offset += size
+    if offset != len(binary):
+        raise InvalidInput(
+            f"the body has {len(binary)} bytes of binary data after the JSON header, but the "
+            f"inputs' binary_data_size add up to {offset}"
+        )
+    return request
+
+
+def _parse_json(body: bytes) -> InferenceRequest:
     try:
         return InferenceRequest.model_validate_json(body)
     except ValidationError as exc:
@@ -57,6 +130,74 @@ def decode_request(body: bytes) -> InferenceRequest:
         if first["type"] == "json_invalid":
             raise InvalidInput(f"request body is not valid JSON: {first['msg']}") from None
         raise InvalidInput(f"invalid inference request: {where}: {first['msg']}") from None
+
+
+def _binary_size(inp: RequestInput) -> int | None:
+    """parameters.binary_data_size, checked: a byte count, and never beside `data`."""
+    size = inp.parameters.get("binary_data_size") if inp.parameters else None
+    if size is None:
+        if inp.data is None:
+            raise InvalidInput(f"input {inp.name!r}: needs data or parameters.binary_data_size")
+        return None
+    if inp.data is not None:
+        raise InvalidInput(
+            f"input {inp.name!r}: has both data and parameters.binary_data_size; give one"
+        )
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InvalidInput(
+            f"input {inp.name!r}: parameters.binary_data_size must be a byte count >= 0, "
+            f"got {size!r}"
+        )
+    return size
+
+
+def _binary_tensor(inp: RequestInput, raw: memoryview) -> np.ndarray:
+    """Raw extension bytes -> the input's tensor: little-endian values, or length-prefixed BYTES."""
+    dtype = _numpy_dtype(inp)
+    count = _element_count(inp)
+    if inp.datatype == "BYTES":
+        return _length_prefixed(inp, raw, count).reshape(inp.shape)
+    if len(raw) != count * dtype.itemsize:
+        raise InvalidInput(
+            f"input {inp.name!r}: binary_data_size {len(raw)} does not fit shape {inp.shape} "
+            f"of {inp.datatype} ({count} elements x {dtype.itemsize} bytes = "
+            f"{count * dtype.itemsize})"
+        )
+    array = np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
+    if not array.dtype.isnative:  # big-endian hosts only
+        array = array.astype(dtype)
+    return array.reshape(inp.shape)
+
+
+def _length_prefixed(inp: RequestInput, raw: memoryview, count: int) -> np.ndarray:
+    """BYTES elements in the extension's form: a 4-byte little-endian length, then the bytes."""
+    name = inp.name
+    # A list first: `count` comes from the client's shape and must not size an allocation.
+    items: list[bytes] = []
+    pos, end = 0, len(raw)
+    while pos < end:
+        n = len(items)
+        if n == count:
+            raise InvalidInput(f"input {name!r}: binary data holds more than {count} BYTES elements")
+        if pos + 4 > end:
+            raise InvalidInput(f"input {name!r}: BYTES element {n} has a cut-off length prefix")
+        (length,) = _LENGTH.unpack_from(raw, pos)
+        pos += 4
+        if pos + length > end:
+            raise InvalidInput(
+                f"input {name!r}: BYTES element {n} declares {length} bytes, "
+                f"{end - pos} are left"
+            )
+        items.append(bytes(raw[pos : pos + length]))
+        pos += length
+    if len(items) != count:
+        raise InvalidInput(
+            f"input {name!r}: shape {inp.shape} needs {count} elements, "
+            f"binary data holds {len(items)}"
+        )
+    out = np.empty(count, dtype=object)
+    out[:] = items
+    return out
 
 
 def infer(loaded: LoadedModel | None, request: InferenceRequest) -> dict[str, Any]:
@@ -81,13 +222,12 @@ def infer(loaded: LoadedModel | None, request: InferenceRequest) -> dict[str, An
 
 
 def to_array(inp: RequestInput, spec: TensorSpec) -> np.ndarray:
-    """The request tensor as a numpy array of the model's dtype and shape, or InvalidInput."""
+    """The request tensor checked against the model's input spec (datatype, shape), or InvalidInput."""
     if inp.datatype != spec.datatype:
         raise InvalidInput(
             f"input {inp.name!r}: datatype {inp.datatype} does not match the model's {spec.datatype}"
         )
-    if any(dim < 0 for dim in inp.shape):
-        raise InvalidInput(f"input {inp.name!r}: shape {inp.shape} has a negative dimension")
+    _check_dims(inp)
     if len(inp.shape) != len(spec.shape) or any(
         want >= 0 and got != want for got, want in zip(inp.shape, spec.shape)
     ):
@@ -95,26 +235,103 @@ def to_array(inp: RequestInput, spec: TensorSpec) -> np.ndarray:
             f"input {inp.name!r}: shape {inp.shape} does not fit the model's {list(spec.shape)} "
             "(-1 = any size)"
         )
-    try:
-        array = np.asarray(inp.data, dtype=spec.numpy_dtype)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"input {inp.name!r}: data is not {inp.datatype}: {exc}") from None
-    if array.size != math.prod(inp.shape):
+    return request_tensor(inp)
+
+
+def request_tensor(inp: RequestInput) -> np.ndarray:
+    """The input as sent: a numpy array of its own datatype and shape, or InvalidInput.
+
+    BYTES become an object array of `bytes`: JSON strings encoded as UTF-8, or base64-decoded
+    when the input's parameters say `"content_type": "base64"` (MLServer's convention).
+    """
+    if inp.tensor is not None:  # binary data extension: decoded and checked by decode_request
+        return inp.tensor
+    dtype = _numpy_dtype(inp)
+    count = _element_count(inp)
+    if inp.data is None:
+        raise InvalidInput(f"input {inp.name!r}: needs data or parameters.binary_data_size")
+    if inp.datatype == "BYTES":
+        array = _bytes_from_json(inp)
+    else:
+        try:
+            array = np.asarray(inp.data, dtype=dtype)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"input {inp.name!r}: data is not {inp.datatype}: {exc}") from None
+    if array.size != count:
         raise InvalidInput(
-            f"input {inp.name!r}: shape {inp.shape} needs {math.prod(inp.shape)} elements, "
-            f"got {array.size}"
+            f"input {inp.name!r}: shape {inp.shape} needs {count} elements, got {array.size}"
         )
     return array.reshape(inp.shape)
 
 
+def _numpy_dtype(inp: RequestInput) -> np.dtype:
+    try:
+        return numpy_dtype(inp.datatype)
+    except ValueError as exc:
+        raise InvalidInput(f"input {inp.name!r}: {exc}") from None
+
+
+def _check_dims(inp: RequestInput) -> None:
+    if any(dim < 0 for dim in inp.shape):
+        raise InvalidInput(f"input {inp.name!r}: shape {inp.shape} has a negative dimension")
+
+
+def _element_count(inp: RequestInput) -> int:
+    _check_dims(inp)
+    return math.prod(inp.shape)
+
+
+def _bytes_from_json(inp: RequestInput) -> np.ndarray:
+    items = _flatten(inp.data or [])
+    is_base64 = bool(inp.parameters) and inp.parameters.get("content_type") == "base64"
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InvalidInput(
+                f"input {inp.name!r}: BYTES element {i} is {type(item).__name__}, not a string"
+            )
+        if is_base64:
+            try:
+                out[i] = binascii.a2b_base64(item, strict_mode=True)
+            except binascii.Error as exc:
+                raise InvalidInput(
+                    f"input {inp.name!r}: BYTES element {i} is not valid base64 ({exc})"
+                ) from None
+        else:
+            out[i] = item.encode("utf-8")
+    return out
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    # JSON tensor data may be nested row-major lists; BYTES elements are the leaves.
+    if not any(isinstance(item, list) for item in data):
+        return data
+    flat: list[Any] = []
+    for item in data:
+        flat.extend(_flatten(item) if isinstance(item, list) else [item])
+    return flat
+
+
 def encode_output(name: str, array: np.ndarray) -> dict[str, Any]:
-    """One OIP output tensor: row-major flattened data, as the spec's JSON form prescribes."""
-    return {
-        "name": name,
-        "shape": list(array.shape),
-        "datatype": oip_datatype(array.dtype),
-        "data": array.ravel().tolist(),
-    }
+    """One OIP output tensor: row-major flattened data, as the spec's JSON form prescribes.
+
+    BYTES elements become JSON strings: UTF-8 text as is; if any element is not valid UTF-8,
+    every element is base64 and the output's parameters say `"content_type": "base64"` (the
+    convention requests use), so a client never has to guess per element.
+    """
+    datatype = oip_datatype(array.dtype)
+    output: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
+    if datatype != "BYTES":
+        output["data"] = array.ravel().tolist()
+        return output
+    items = [item if isinstance(item, (bytes, bytearray)) else str(item).encode("utf-8")
+             for item in array.ravel().tolist()]
+    try:
+        output["data"] = [item.decode("utf-8") for item in items]
+    except UnicodeDecodeError:
+        output["data"] = [binascii.b2a_base64(item, newline=False).decode("ascii") for item in items]
+        output["parameters"] = {"content_type": "base64"}
+    return output
 
 
 def metadata(loaded: LoadedModel) -> ModelMetadata:

@@ -12,13 +12,19 @@ Spec: https://github.com/kserve/open-inference-protocol/blob/main/specification/
 
 Pydantic validates the envelope at the boundary (its Rust core parses the JSON); tensor data
 is handed to numpy as is.
+
+With the binary data extension (Triton's, also KServe's:
+https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md)
+an input carries `parameters.binary_data_size` instead of `data`; the data plane decodes those
+bytes and attaches the tensor to the input (`RequestInput.tensor`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 class _Wire(BaseModel):
@@ -30,7 +36,14 @@ class RequestInput(_Wire):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    # Absent when the tensor travels as binary data (parameters.binary_data_size).
+    data: list[Any] | None = None
+    _tensor: np.ndarray | None = PrivateAttr(default=None)
+
+    @property
+    def tensor(self) -> np.ndarray | None:
+        """The tensor decoded from binary data, if it came that way."""
+        return self._tensor
 
 
 class RequestOutput(_Wire):
