@@ -3,7 +3,8 @@
 `OnnxModel(dir)` loads an unpacked model version (`model.onnx` or the only `*.onnx`, plus an
 optional `metadata.json`); its `inputs`/`outputs` are `TensorSpec`s in Open Inference Protocol
 terms, and `run` is safe to call from several threads. `oip_datatype` / `numpy_dtype`
-translate between OIP datatype strings and numpy.
+translate between OIP datatype strings and numpy. `build_pipeline` compiles a service's
+pre/post-processing steps (jointserve.api.PreStep / PostStep) into a numpy `Pipeline`.
 """
 
 from ._onnx import (
@@ -14,12 +15,18 @@ from ._onnx import (
     numpy_dtype,
     oip_datatype,
 )
+from ._steps import MAX_IMAGE_PIXELS, Pipeline, StepInputError, build_pipeline, nms_indices
 
 __all__ = [
+    "MAX_IMAGE_PIXELS",
     "THREADS_ENV",
     "ModelLoadError",
     "OnnxModel",
+    "Pipeline",
+    "StepInputError",
     "TensorSpec",
+    "build_pipeline",
+    "nms_indices",
     "numpy_dtype",
     "oip_datatype",
 ]
