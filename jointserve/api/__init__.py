@@ -1,4 +1,4 @@
-"""Resource schemas: InferenceModel (and, later, JointInferenceService and Dataset).
+"""Resource schemas: InferenceModel, JointInferenceService (and, later, Dataset).
 
 Pydantic models are the one source of truth: YAML files are validated with them, and the
 CRDs in deploy/crds/ are generated from them (`jointserve crds`).
@@ -22,21 +22,39 @@ from ._inference_model import (
     Layer,
     ModelFile,
 )
+from ._joint_service import (
+    CloudModelRef,
+    JointInferenceService,
+    JointInferenceServiceSpec,
+    JointInferenceServiceStatus,
+)
 from ._parse import KINDS, Resource, load_file, parse_resource
+from ._steps import ImageDecode, Nms, Normalize, PostStep, PreStep, Softmax, TopK
 
 __all__ = [
     "API_GROUP",
     "API_VERSION",
     "KINDS",
+    "CloudModelRef",
     "Condition",
+    "ImageDecode",
     "InferenceModel",
     "InferenceModelSpec",
     "InferenceModelStatus",
+    "JointInferenceService",
+    "JointInferenceServiceSpec",
+    "JointInferenceServiceStatus",
     "Layer",
     "ModelFile",
+    "Nms",
+    "Normalize",
     "ObjectMeta",
+    "PostStep",
+    "PreStep",
     "Resource",
     "ResourceError",
+    "Softmax",
+    "TopK",
     "crd_for",
     "describe_errors",
     "get_condition",

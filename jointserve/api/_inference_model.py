@@ -37,6 +37,18 @@ class ModelFile(Strict):
         return self
 
 
+class Batching(Strict):
+    """Dynamic batching of concurrent requests inside each replica (Ray Serve @serve.batch).
+
+    Requests that arrive within `batchWaitTimeoutMs` of each other run as one model call of up
+    to `maxBatchSize` rows: hard examples sent on by JointInferenceService gateways arrive
+    concurrently, and one call on a batch costs a fraction of that many single calls.
+    """
+
+    maxBatchSize: Annotated[int, Field(ge=1, le=1024)] = 16
+    batchWaitTimeoutMs: Annotated[float, Field(ge=0, le=10_000)] = 2.0
+
+
 class InferenceModelSpec(Strict):
     """Desired state of an InferenceModel.
 
@@ -63,6 +75,10 @@ class InferenceModelSpec(Strict):
             "rule": "!has(self.manifest) || size(self.manifest) <= 1 || has(self.targetVersion)",
             "message": "targetVersion is required when the manifest has more than one version",
         },
+        {
+            "rule": "!has(self.batching) || self.deployToLayer == 'cloud'",
+            "message": "batching is for cloud-layer models (edge models answer in the gateway)",
+        },
     ]
 
     modelName: Annotated[str, Field(pattern=MODEL_NAME_PATTERN, max_length=63)]
@@ -74,6 +90,7 @@ class InferenceModelSpec(Strict):
     manifest: list[ModelFile] = Field(default_factory=list, max_length=64)
     targetVersion: Annotated[str, Field(pattern=VERSION_PATTERN, max_length=63)] | None = None
     replicas: Annotated[int, Field(ge=0)] = 1
+    batching: Batching | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -108,6 +125,9 @@ class InferenceModelSpec(Strict):
                 f"targetVersion: must name a manifest entry "
                 f"(got {self.targetVersion!r}, manifest has: {have})"
             )
+        if self.batching is not None and self.deployToLayer != "cloud":
+            raise ValueError(
+                "batching: is for cloud-layer models (edge models answer in the gateway)")
         if self.targetVersion is None and len(self.manifest) > 1:
             raise ValueError(
                 "targetVersion: is required when the manifest has more than one version"

@@ -13,11 +13,15 @@ from pydantic import ValidationError
 from ._common import API_VERSION
 from ._errors import ResourceError, describe_errors
 from ._inference_model import InferenceModel
+from ._joint_service import JointInferenceService
 
 log = logging.getLogger(__name__)
 
-Resource = Union[InferenceModel]
-KINDS: dict[str, type[InferenceModel]] = {InferenceModel.KIND: InferenceModel}
+Resource = Union[InferenceModel, JointInferenceService]
+KINDS: dict[str, type[Resource]] = {
+    InferenceModel.KIND: InferenceModel,
+    JointInferenceService.KIND: JointInferenceService,
+}
 
 
 def parse_resource(doc: Any, source: str) -> Resource:

@@ -12,6 +12,7 @@ Ray `label_selector`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,8 @@ IMPORT_PATHS: dict[str, str] = {
     "edge": "jointserve.edge_serving:build_app",
     "cloud": "jointserve.cloud_serving:build_app",
 }
+GATEWAY_IMPORT_PATH = "jointserve.gateway:build_joint_app"
+GATEWAY_DEPLOYMENT = "gateway"
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,26 @@ class ModelApp:
     sha256: str
     replicas: int = 1
     node_selector: dict[str, str] = field(default_factory=dict)
+    max_batch_size: int = 1
+    batch_wait_timeout_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class GatewayApp:
+    """One JointInferenceService as the operator decided to serve it.
+
+    `edge` is the verified edge version (a ModelApp of the edge InferenceModel), `cloud` the
+    resolved way to the cloud model and `spec` the resource's spec as JSON: the gateway
+    replicas get all three in their user_config.
+    """
+
+    app_name: str
+    service: str
+    edge: ModelApp
+    cloud: dict[str, Any]
+    spec: dict[str, Any]
+    replicas: int = 1
+    node_selector: dict[str, str] = field(default_factory=dict)
 
 
 def route_prefix(model_name: str) -> str:
@@ -64,21 +87,24 @@ def route_prefix(model_name: str) -> str:
     return f"/v2/models/{model_name}"
 
 
-def build_serve_config(models: list[ModelApp], settings: ServeSettings) -> dict[str, Any]:
-    """The whole desired Serve state: the server app plus one app per model.
+def build_serve_config(models: list[ModelApp], settings: ServeSettings,
+                       gateways: Sequence[GatewayApp] = ()) -> dict[str, Any]:
+    """The whole desired Serve state: the server app plus one app per model and per service.
 
     Applications absent from the config are deleted by Serve when it is applied, which is
     how a removed resource loses its application.
     """
+    served = {m.model_name: m.app_name for m in models} | {g.service: g.app_name for g in gateways}
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": settings.host, "port": settings.port},
-        "applications": [_server_app(models, settings)]
-        + [_model_app(m, settings) for m in sorted(models, key=lambda m: m.app_name)],
+        "applications": [_server_app(served, settings)]
+        + [_model_app(m, settings) for m in sorted(models, key=lambda m: m.app_name)]
+        + [_gateway_app(g, settings) for g in sorted(gateways, key=lambda g: g.app_name)],
     }
 
 
-def _server_app(models: list[ModelApp], settings: ServeSettings) -> dict[str, Any]:
+def _server_app(served: dict[str, str], settings: ServeSettings) -> dict[str, Any]:
     return {
         "name": SERVER_APP,
         "route_prefix": SERVER_ROUTE,
@@ -88,20 +114,39 @@ def _server_app(models: list[ModelApp], settings: ServeSettings) -> dict[str, An
             {
                 "name": "server",
                 "num_replicas": 1,
-                "user_config": {"models": {m.model_name: m.app_name for m in models}},
+                "user_config": {"models": dict(sorted(served.items()))},
                 "ray_actor_options": {"num_cpus": settings.replica_num_cpus},
             }
         ],
     }
 
 
-def _model_app(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
-    actor_options: dict[str, Any] = {
+def _actor_options(layer: Layer, node_selector: dict[str, str],
+                   settings: ServeSettings) -> dict[str, Any]:
+    options: dict[str, Any] = {
         "num_cpus": settings.replica_num_cpus,
-        "resources": {LAYER_RESOURCES[model.layer]: LAYER_RESOURCE_PER_REPLICA},
+        "resources": {LAYER_RESOURCES[layer]: LAYER_RESOURCE_PER_REPLICA},
     }
-    if model.node_selector:
-        actor_options["label_selector"] = dict(model.node_selector)
+    if node_selector:
+        options["label_selector"] = dict(node_selector)
+    return options
+
+
+def _replica_config(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
+    """A model replica's user_config (jointserve.protocol._replica.ReplicaConfig)."""
+    config: dict[str, Any] = {
+        "version": model.version,
+        "url": model.url,
+        "sha256": model.sha256,
+        "store_root": settings.store_root,
+    }
+    if model.max_batch_size > 1:
+        config["max_batch_size"] = model.max_batch_size
+        config["batch_wait_timeout_s"] = model.batch_wait_timeout_s
+    return config
+
+
+def _model_app(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
     return {
         "name": model.app_name,
         "route_prefix": route_prefix(model.model_name),
@@ -113,13 +158,35 @@ def _model_app(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
             {
                 "name": MODEL_DEPLOYMENT,
                 "num_replicas": model.replicas,
+                "user_config": _replica_config(model, settings),
+                "ray_actor_options": _actor_options(model.layer, model.node_selector, settings),
+            }
+        ],
+    }
+
+
+def _gateway_app(gateway: GatewayApp, settings: ServeSettings) -> dict[str, Any]:
+    edge = gateway.edge
+    return {
+        "name": gateway.app_name,
+        "route_prefix": route_prefix(gateway.service),
+        "import_path": GATEWAY_IMPORT_PATH,
+        "args": {"service": gateway.service},
+        "deployments": [
+            {
+                "name": GATEWAY_DEPLOYMENT,
+                "num_replicas": gateway.replicas,
                 "user_config": {
-                    "version": model.version,
-                    "url": model.url,
-                    "sha256": model.sha256,
-                    "store_root": settings.store_root,
+                    "service": gateway.service,
+                    "stats_key": gateway.app_name,
+                    "edge": {"model_name": edge.model_name, "version": edge.version,
+                             "url": edge.url, "sha256": edge.sha256,
+                             "store_root": settings.store_root},
+                    "cloud": gateway.cloud,
+                    "spec": gateway.spec,
                 },
-                "ray_actor_options": actor_options,
+                # The edge model runs in the gateway: it goes where edge models go.
+                "ray_actor_options": _actor_options("edge", gateway.node_selector, settings),
             }
         ],
     }

@@ -1,0 +1,182 @@
+"""The JointInferenceService resource: an edge model + a cloud model + an HEM policy = one model.
+
+Clients call `/v2/models/<metadata.name>/infer`. The edge model answers inside the gateway;
+the hard example mining policy decides which inputs go on to the cloud model; the answer says
+which tier gave it. Field names follow Sedna's JointInferenceService where they overlap
+(`hardExampleMining.name`/`parameters`; status `inferenceNumber`, `hardExampleNumber`,
+`uploadCloudRatio`), so Sedna users recognise them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from jointserve.edge_serving._hem import POLICIES, build_policy
+
+from ._common import API_VERSION, Condition, DnsName, ObjectMeta, Strict
+from ._inference_model import MODEL_NAME_PATTERN
+from ._steps import PostStep, PreStep
+
+Transport = Literal["handle", "http"]
+HTTP_URL_PATTERN = r"^https?://[^/\s]+(/[^\s]*)?$"
+
+
+class EdgeModelRef(Strict):
+    """The edge model: an InferenceModel (deployToLayer edge or cloud) in the same namespace.
+
+    Its verified target version runs inside the gateway replica, so easy inputs cost no hop.
+    """
+
+    name: DnsName
+
+
+class CloudModelRef(Strict):
+    """The cloud model: an InferenceModel here, or a remote OIP server (another cluster).
+
+    `name` alone: the InferenceModel's Serve deployment, called through a DeploymentHandle.
+    `name` + `transport: http`: over HTTP to that InferenceModel's status url.
+    `url` + `modelName`: over HTTP to a remote OIP v2 server, e.g. across a WAN.
+    """
+
+    CEL_RULES: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "has(self.name) != has(self.url)",
+            "message": "set exactly one of cloudModel.name (an InferenceModel) or cloudModel.url",
+        },
+        {
+            "rule": "!has(self.url) || has(self.modelName)",
+            "message": "cloudModel.url needs cloudModel.modelName (the model's name at that url)",
+        },
+        {
+            "rule": "!has(self.url) || !has(self.transport) || self.transport == 'http'",
+            "message": "cloudModel.url is reached over http; transport handle needs cloudModel.name",
+        },
+    ]
+
+    name: DnsName | None = None
+    url: Annotated[str, Field(pattern=HTTP_URL_PATTERN, max_length=2048)] | None = None
+    modelName: Annotated[str, Field(pattern=MODEL_NAME_PATTERN, max_length=63)] | None = None
+    transport: Transport | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "CloudModelRef":
+        if (self.name is None) == (self.url is None):
+            raise ValueError("name: set exactly one of cloudModel.name (an InferenceModel) or cloudModel.url")
+        if self.url is not None and self.modelName is None:
+            raise ValueError("modelName: cloudModel.url needs cloudModel.modelName (the model's name at that url)")
+        if self.url is not None and self.transport == "handle":
+            raise ValueError("transport: cloudModel.url is reached over http; transport handle needs cloudModel.name")
+        return self
+
+    @property
+    def effective_transport(self) -> Transport:
+        return self.transport or ("http" if self.url else "handle")
+
+
+class HardExampleMining(Strict):
+    """Which policy decides that an input is hard; names and parameters as in Sedna."""
+
+    name: Annotated[str, Field(json_schema_extra={"enum": sorted(POLICIES)})]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    # The edge output the policy judges, after postprocess (probabilities, detections...);
+    # default: the edge model's last output.
+    output: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+
+    @model_validator(mode="after")
+    def _policy_builds(self) -> "HardExampleMining":
+        try:
+            build_policy(self.name, self.parameters)
+        except ValueError as exc:
+            # build_policy names fields from hardExampleMining down; the error path has that.
+            raise ValueError(str(exc).replace("hardExampleMining.", "")) from None
+        return self
+
+
+class Breaker(Strict):
+    """Circuit breaker on the cloud calls: while open, hard inputs get the edge answer at once."""
+
+    failureThreshold: Annotated[int, Field(ge=1, le=1000)] = 5
+    cooldownMs: Annotated[int, Field(ge=0, le=3_600_000)] = 5000
+
+
+class CloudCall(Strict):
+    """How the gateway calls the cloud model; every failure falls back to the edge answer."""
+
+    deadlineMs: Annotated[int, Field(ge=1, le=600_000)] = 1000
+    maxInFlight: Annotated[int, Field(ge=1, le=100_000)] = 64
+    breaker: Breaker = Field(default_factory=Breaker)
+
+
+class SaveHardExamples(Strict):
+    """Keep hard examples (input, edge and cloud outputs) on disk for retraining, bounded."""
+
+    directory: Annotated[str, Field(min_length=1, max_length=4096)]
+    maxCount: Annotated[int, Field(ge=1)] = 10_000
+    maxBytes: Annotated[int, Field(ge=1)] = 1 << 30
+
+
+class JointInferenceServiceSpec(Strict):
+    """Desired state: the two models, the routing policy and the cloud call's limits."""
+
+    edgeModel: EdgeModelRef
+    cloudModel: CloudModelRef
+    hardExampleMining: HardExampleMining
+    cloud: CloudCall = Field(default_factory=CloudCall)
+    # Shared by both tiers: preprocess runs once in the gateway, postprocess on either answer.
+    preprocess: list[PreStep] = Field(default_factory=list, max_length=16)
+    postprocess: list[PostStep] = Field(default_factory=list, max_length=16)
+    saveHardExamples: SaveHardExamples | None = None
+    # Gateway replicas; they run on edge nodes (the edge model is in them).
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    nodeSelector: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("hardExampleMining", mode="before")
+    @classmethod
+    def _sedna_parameter_list(cls, value: Any) -> Any:
+        # Sedna writes parameters as [{key, value}] pairs of strings; accept that form too.
+        if isinstance(value, dict) and isinstance(value.get("parameters"), list):
+            pairs = value["parameters"]
+            if all(isinstance(p, dict) and set(p) == {"key", "value"} for p in pairs):
+                value = {**value, "parameters": {p["key"]: p["value"] for p in pairs}}
+        return value
+
+
+class JointInferenceServiceStatus(Strict):
+    """Observed state, written by the operator; counters summed over the gateway replicas."""
+
+    url: str | None = None
+    observedGeneration: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    edgeVersion: str | None = None
+    cloudVersion: str | None = None
+    inferenceNumber: int = 0
+    hardExampleNumber: int = 0
+    cloudAnswerNumber: int = 0
+    fallbackNumber: int = 0
+    uploadCloudRatio: float = 0.0  # hardExampleNumber / inferenceNumber, as Sedna reports it
+
+
+class JointInferenceService(Strict):
+    """One logical model over an edge and a cloud InferenceModel, routed by HEM."""
+
+    KIND: ClassVar[str] = "JointInferenceService"
+    PLURAL: ClassVar[str] = "jointinferenceservices"
+    SHORT_NAMES: ClassVar[list[str]] = ["jis"]
+    PRINTER_COLUMNS: ClassVar[list[dict[str, str]]] = [
+        {"name": "EDGE", "type": "string", "jsonPath": ".spec.edgeModel.name"},
+        {"name": "CLOUD", "type": "string", "jsonPath": ".spec.cloudModel.name"},
+        {"name": "HEM", "type": "string", "jsonPath": ".spec.hardExampleMining.name"},
+        {"name": "READY", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {"name": "INFERENCES", "type": "integer", "jsonPath": ".status.inferenceNumber"},
+        {"name": "HARD", "type": "integer", "jsonPath": ".status.hardExampleNumber"},
+        {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+        {"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+    apiVersion: Literal["jointserve.io/v1alpha1"] = API_VERSION
+    kind: Literal["JointInferenceService"] = "JointInferenceService"
+    metadata: ObjectMeta
+    spec: JointInferenceServiceSpec
+    status: JointInferenceServiceStatus | None = None
