@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
 from jointserve.store import ArtifactStore
 
-from ._dataplane import LoadedModel
+from ._dataplane import LoadedModel, run_model
+from ._errors import ModelNotReady
 from ._http import ModelEndpoint
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,16 @@ class ReplicaConfig(BaseModel):
     url: str
     sha256: str
     store_root: str
+    max_batch_size: int = 1  # > 1: concurrent infer_tensors calls are batched (cloud tier)
+    batch_wait_timeout_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class TensorAnswer:
+    """What `infer_tensors` returns through a DeploymentHandle: numpy in, numpy out, no JSON."""
+
+    version: str
+    outputs: dict[str, np.ndarray]
 
 
 class ModelReplica:
@@ -63,3 +77,14 @@ class ModelReplica:
 
     async def __call__(self, request: Request) -> Response:
         return await self.endpoint.handle(request)
+
+    async def infer_tensors(self, feeds: Mapping[str, np.ndarray]) -> TensorAnswer:
+        """The gateway's path to this model: already-validated tensors, every output back."""
+        loaded = self._require_loaded()
+        return TensorAnswer(loaded.version, await run_model(loaded, feeds))
+
+    def _require_loaded(self) -> LoadedModel:
+        loaded = self.endpoint.loaded
+        if loaded is None:
+            raise ModelNotReady(f"model {self.endpoint.name!r} has no loaded version yet")
+        return loaded
