@@ -1,5 +1,35 @@
-"""Ray Serve ingress: the server-wide OIP routes (and, with joint inference, one logical model)."""
+"""Ray Serve ingress: one logical model per JointInferenceService, and the server-wide routes.
 
+    JointGateway / build_joint_app   the gateway deployment of one JointInferenceService
+    OipServer / build_app            /v2 server metadata, health, and 404s for unknown models
+    StatsBoard / stats_board         where gateway replicas report the counters of the status
+"""
+
+from ._cloud import CloudAnswer, CloudCallError, HandleCloud, HttpCloud, NoCloud
+from ._deployment import GATEWAY_DEPLOYMENT, CloudTarget, GatewayConfig, JointGateway
+from ._deployment import build_app as build_joint_app
+from ._joint import JointModel, Outcome
+from ._metrics import STATS_BOARD, Counters, StatsBoard, stats_board
 from ._server import OipServer, ServerConfig, build_app
 
-__all__ = ["OipServer", "ServerConfig", "build_app"]
+__all__ = [
+    "GATEWAY_DEPLOYMENT",
+    "STATS_BOARD",
+    "CloudAnswer",
+    "CloudCallError",
+    "CloudTarget",
+    "Counters",
+    "GatewayConfig",
+    "HandleCloud",
+    "HttpCloud",
+    "JointGateway",
+    "JointModel",
+    "NoCloud",
+    "OipServer",
+    "Outcome",
+    "ServerConfig",
+    "StatsBoard",
+    "build_app",
+    "build_joint_app",
+    "stats_board",
+]

@@ -1,0 +1,144 @@
+"""The gateway's two ways to reach the cloud model, behind one small interface.
+
+    HandleCloud  a Serve deployment in the same Ray cluster, through a DeploymentHandle:
+                 numpy tensors go by Ray's object transport, no JSON, no HTTP.
+    HttpCloud    any OIP v2 server (another cluster, across a WAN), through one pooled
+                 httpx.AsyncClient: connections are reused, so a hard example pays one RTT.
+
+Every failure is mapped here, once, to a `CloudCallError` carrying the reason the client will
+see in the response (`cloud_unavailable`, `cloud_error`, `cloud_bad_response`); the caller
+adds `cloud_timeout` (its deadline) and `circuit_open` (its breaker).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+import numpy as np
+from pydantic import ValidationError
+
+from jointserve.protocol import InferenceResponse, encode_output
+from jointserve.runtime import numpy_dtype
+
+log = logging.getLogger(__name__)
+
+CLOUD_UNAVAILABLE = "cloud_unavailable"
+CLOUD_ERROR = "cloud_error"
+CLOUD_BAD_RESPONSE = "cloud_bad_response"
+
+
+class CloudCallError(Exception):
+    """The cloud did not give a usable answer; `reason` is the client-visible fallback note."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class CloudAnswer:
+    version: str
+    outputs: dict[str, np.ndarray]
+
+
+class CloudClient(Protocol):
+    """One cloud model; `infer` raises CloudCallError, never anything else but cancellation."""
+
+    async def infer(self, feeds: Mapping[str, np.ndarray]) -> CloudAnswer: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HandleCloud:
+    """The cloud InferenceModel's Serve deployment, called through a DeploymentHandle."""
+
+    def __init__(self, app_name: str, deployment_name: str = "model") -> None:
+        from ray import serve
+
+        self.app_name = app_name
+        # _check_exists=False: no controller round trip here (reconfigure must not block on
+        # it); a missing deployment shows up as a failed or timed-out call instead.
+        handle = serve.get_deployment_handle(deployment_name, app_name, _check_exists=False)
+        self._infer = handle.options(method_name="infer_tensors")
+
+    async def infer(self, feeds: Mapping[str, np.ndarray]) -> CloudAnswer:
+        from ray.exceptions import RayTaskError
+
+        try:
+            answer = await self._infer.remote(dict(feeds))
+        except RayTaskError as exc:  # the cloud replica raised
+            raise CloudCallError(CLOUD_ERROR, _first_line(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - actor died, app deleted, controller gone...
+            raise CloudCallError(CLOUD_UNAVAILABLE, f"{type(exc).__name__}: {_first_line(exc)}") from None
+        return CloudAnswer(answer.version, answer.outputs)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class HttpCloud:
+    """A remote OIP v2 server's model, over pooled keep-alive HTTP connections."""
+
+    def __init__(self, infer_url: str, max_connections: int) -> None:
+        self.infer_url = infer_url
+        self._client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections),
+            # The caller's deadline bounds the whole call; this only stops a leak if it did not.
+            timeout=httpx.Timeout(60.0),
+        )
+
+    async def infer(self, feeds: Mapping[str, np.ndarray]) -> CloudAnswer:
+        body = json.dumps({"inputs": [encode_output(n, a) for n, a in feeds.items()]}).encode()
+        try:
+            reply = await self._client.post(self.infer_url, content=body,
+                                            headers={"Content-Type": "application/json"})
+        except httpx.HTTPError as exc:  # refused, reset, DNS, protocol garbage...
+            raise CloudCallError(CLOUD_UNAVAILABLE, f"{self.infer_url}: {type(exc).__name__}: {exc}") from None
+        if reply.status_code >= 500:
+            raise CloudCallError(CLOUD_ERROR, f"{self.infer_url} answered {reply.status_code}: {reply.text[:200]}")
+        if reply.status_code != 200:
+            # A 4xx means this gateway sent something the cloud model does not take: say so
+            # in the log, the client still gets the edge answer.
+            log.warning("cloud %s refused a request: %s %s", self.infer_url, reply.status_code, reply.text[:200])
+            raise CloudCallError(CLOUD_ERROR, f"{self.infer_url} answered {reply.status_code}: {reply.text[:200]}")
+        return _decode_answer(self.infer_url, reply.content)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class NoCloud:
+    """The cloud model is not deployed (yet, or any more): hard inputs get the edge answer."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    async def infer(self, feeds: Mapping[str, np.ndarray]) -> CloudAnswer:
+        raise CloudCallError(CLOUD_UNAVAILABLE, self.why)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _decode_answer(url: str, content: bytes) -> CloudAnswer:
+    try:
+        response = InferenceResponse.model_validate_json(content)
+        outputs = {
+            out.name: np.asarray(out.data, dtype=numpy_dtype(out.datatype)).reshape(out.shape)
+            for out in response.outputs
+        }
+    except (ValidationError, ValueError, TypeError, KeyError) as exc:
+        raise CloudCallError(CLOUD_BAD_RESPONSE, f"{url}: not an OIP v2 response: {_first_line(exc)}") from None
+    return CloudAnswer(response.model_version or "", outputs)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

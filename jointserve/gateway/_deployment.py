@@ -1,0 +1,208 @@
+"""The Ray Serve ingress deployment of one JointInferenceService.
+
+The operator deploys one application per service at /v2/models/<service name>, with this
+deployment (`gateway`) as its ingress, on edge nodes. Everything the replica needs arrives in
+its `user_config` (`GatewayConfig`): which edge version to load (fetched through the artifact
+store, like a model replica does), how to reach the cloud model, and the resource's spec. A
+changed user_config is applied in place by `reconfigure`: the new `JointModel` is built next
+to the old one and swapped in with one assignment, so requests never see half a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from ray import serve
+from ray.serve import Application
+from starlette.requests import Request
+from starlette.responses import Response
+
+from jointserve.api import JointInferenceServiceSpec
+from jointserve.edge_serving import build_policy
+from jointserve.protocol import (
+    LoadedModel,
+    ModelNotFound,
+    ModelNotReady,
+    answer,
+    decode_request,
+    json_header_length,
+    json_response,
+    metadata,
+    relative_path,
+    require_method,
+)
+from jointserve.runtime import build_pipeline
+from jointserve.store import ArtifactStore
+
+from ._breaker import CircuitBreaker
+from ._cloud import CloudClient, HandleCloud, HttpCloud, NoCloud
+from ._hard_examples import HardExampleStore, HardExampleWriter
+from ._joint import CloudSettings, JointModel
+from ._metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+GATEWAY_DEPLOYMENT = "gateway"
+
+
+class EdgeSource(BaseModel):
+    """The edge model version to run inside the gateway (verified by the operator)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_name: str
+    version: str
+    url: str
+    sha256: str
+    store_root: str
+
+
+class CloudTarget(BaseModel):
+    """How to reach the cloud model, as the operator resolved it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transport: Literal["handle", "http", "none"]
+    app_name: str | None = None  # handle
+    infer_url: str | None = None  # http
+    why: str = ""  # none: why there is no cloud to call
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    service: str
+    stats_key: str
+    edge: EdgeSource
+    cloud: CloudTarget
+    spec: JointInferenceServiceSpec
+
+
+@serve.deployment(name=GATEWAY_DEPLOYMENT, max_ongoing_requests=256)
+class JointGateway:
+    """One logical model: the edge model in process, the cloud model behind a deadline."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.joint: JointModel | None = None
+        self._config: GatewayConfig | None = None
+        self._edge: tuple[EdgeSource, LoadedModel] | None = None
+        self._cloud: tuple[CloudTarget, int, CloudClient] | None = None
+        self._writer: tuple[Any, HardExampleWriter] | None = None
+        self._breaker: tuple[tuple[int, int], CircuitBreaker] | None = None
+        self._metrics: GatewayMetrics | None = None
+        self._reporter: asyncio.Task | None = None
+
+    # -- configuration ------------------------------------------------------------------
+
+    async def reconfigure(self, user_config: dict) -> None:
+        config = GatewayConfig.model_validate(user_config)
+        if config == self._config:
+            return
+        spec = config.spec
+        edge = await self._edge_model(config.edge)
+        if self._metrics is None:
+            replica = serve.get_replica_context().replica_id.unique_id
+            self._metrics = GatewayMetrics(config.service, config.stats_key, replica)
+            self._reporter = asyncio.get_running_loop().create_task(self._metrics.report_forever())
+        self.joint = JointModel(
+            name=config.service,
+            edge=edge,
+            policy=build_policy(spec.hardExampleMining.name, spec.hardExampleMining.parameters),
+            policy_name=spec.hardExampleMining.name,
+            pipeline=build_pipeline(spec.preprocess, spec.postprocess),
+            cloud=await self._cloud_client(config.cloud, spec.cloud.maxInFlight),
+            settings=CloudSettings(spec.cloud.deadlineMs / 1000.0, spec.cloud.maxInFlight,
+                                   self._circuit_breaker(spec)),
+            hem_output=spec.hardExampleMining.output,
+            recorder=self._metrics,
+            hard_examples=self._hard_example_writer(spec),
+        )
+        self._config = config
+        log.info("%s: edge %s %s, cloud %s, policy %s", config.service, config.edge.model_name,
+                 edge.version, config.cloud.transport, spec.hardExampleMining.name)
+
+    async def _edge_model(self, source: EdgeSource) -> LoadedModel:
+        if self._edge is None or self._edge[0] != source:
+            self._edge = (source, await asyncio.to_thread(_load_edge, source))
+        return self._edge[1]
+
+    async def _cloud_client(self, target: CloudTarget, max_in_flight: int) -> CloudClient:
+        if self._cloud is not None and self._cloud[:2] == (target, max_in_flight):
+            return self._cloud[2]
+        if target.transport == "handle":
+            assert target.app_name
+            client: CloudClient = HandleCloud(target.app_name)
+        elif target.transport == "http":
+            assert target.infer_url
+            client = HttpCloud(target.infer_url, max_in_flight)
+        else:
+            client = NoCloud(target.why or "no cloud model is deployed")
+        if self._cloud is not None:
+            old = self._cloud[2]
+            # Requests still in flight on the old client finish or hit their deadline first.
+            asyncio.get_running_loop().call_later(60.0, lambda: asyncio.ensure_future(old.aclose()))
+        self._cloud = (target, max_in_flight, client)
+        return client
+
+    def _circuit_breaker(self, spec: JointInferenceServiceSpec) -> CircuitBreaker:
+        settings = (spec.cloud.breaker.failureThreshold, spec.cloud.breaker.cooldownMs)
+        if self._breaker is None or self._breaker[0] != settings:
+            self._breaker = (settings, CircuitBreaker(settings[0], settings[1] / 1000.0))
+        return self._breaker[1]
+
+    def _hard_example_writer(self, spec: JointInferenceServiceSpec) -> HardExampleWriter | None:
+        wanted = spec.saveHardExamples
+        if self._writer is not None and self._writer[0] == wanted:
+            return self._writer[1]
+        if self._writer is not None:
+            self._writer[1].close()
+            self._writer = None
+        if wanted is None:
+            return None
+        store = HardExampleStore(Path(wanted.directory), wanted.maxCount, wanted.maxBytes)
+        self._writer = (wanted, HardExampleWriter(store))
+        return self._writer[1]
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def __call__(self, request: Request) -> Response:
+        return await answer(self._route, request, self.service)
+
+    async def _route(self, request: Request) -> Response:
+        joint = self.joint  # one read: the whole request sees one configuration
+        path = relative_path(request)
+        if joint is None:
+            raise ModelNotReady(f"model {self.service!r} is not configured yet")
+        if path == "/infer":
+            require_method(request, "POST")
+            body = await request.body()
+            inference = decode_request(body, json_header_length(request.headers))
+            return json_response(await joint.infer(inference))
+        if path == "/ready":
+            require_method(request, "GET")
+            return json_response({"name": self.service, "ready": True,
+                                  "edge_version": joint.edge.version})
+        if path == "":
+            require_method(request, "GET")
+            meta = metadata(joint.edge).model_dump(exclude_none=True)
+            meta["name"] = self.service
+            meta["platform"] = "jointserve"
+            meta.setdefault("parameters", {})["hem_policy"] = joint.policy_name
+            return json_response(meta)
+        raise ModelNotFound(f"no route {request.url.path!r}; see the OIP v2 REST API")
+
+
+def _load_edge(source: EdgeSource) -> LoadedModel:
+    store = ArtifactStore(Path(source.store_root))
+    fetched = store.fetch(source.model_name, source.version, source.url, source.sha256)
+    return LoadedModel.load(source.model_name, source.version, fetched.path)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Application builder for Serve config `import_path`; args: {"service": str}."""
+    return JointGateway.bind(service=args["service"])
