@@ -1,7 +1,7 @@
 """The `jointserve` command: serve a directory of resources, inspect status, generate CRDs.
 
     jointserve serve DIR [--file-server ARCHIVES]   embedded mode: local Ray + directory operator
-    jointserve get [inferencemodels|im]             kubectl-like table of resources and status
+    jointserve get [im|jis]                         kubectl-like table of resources and status
     jointserve status                               conditions of every resource, file errors
     jointserve crds [--out deploy/crds]             regenerate the CRDs from the schemas
 """
@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
 
     get = sub.add_parser("get", help="list resources with their status")
-    get.add_argument("kind", nargs="?", default="inferencemodels",
-                     choices=["inferencemodels", "inferencemodel", "im"])
+    get.add_argument("kind", nargs="?", default="inferencemodels", choices=sorted(_KIND_NAMES),
+                     help="inferencemodels (im, default) or jointinferenceservices (jis)")
     get.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     get.set_defaults(func=_cmd_get)
 
@@ -119,20 +119,36 @@ def _announce_when_ready(statuses: Any, directory: Path, public_url: str,
         stop.wait(0.5)
     else:
         return
-    request_file = directory / "request.json"
     records = statuses.all()
     print("\njointserve is serving (Open Inference Protocol v2):")
     for record in records:
-        name = record["resource"]["spec"]["modelName"]
-        version = record["status"].get("activeVersion")
-        url = f"{public_url}/v2/models/{name}/infer"
-        print(f"  {name} ({version}): {url}")
-    first = records[0]["resource"]["spec"]["modelName"]
-    body = f"@{request_file}" if request_file.exists() else "'{\"inputs\": [...]}'"
-    print("\ntry:\n  curl -s -X POST "
-          f"{public_url}/v2/models/{first}/infer -H 'Content-Type: application/json' "
-          f"-d {shlex.quote(body) if request_file.exists() else body}\n")
-    print("status: jointserve get    (Ctrl-C stops)")
+        print(f"  {_served_name(record)} ({_served_what(record)}): "
+              f"{public_url}/v2/models/{_served_name(record)}/infer")
+    # A joint service is the product's point: show it first when there is one.
+    joint = [r for r in records if r["resource"]["kind"] == "JointInferenceService"]
+    first = _served_name((joint or records)[0])
+    print("\ntry:")
+    for request_file in (directory / "request-easy.json", directory / "request.json"):
+        if request_file.exists():
+            print(f"  curl -s -X POST {public_url}/v2/models/{first}/infer "
+                  f"-H 'Content-Type: application/json' -d {shlex.quote('@' + str(request_file))}")
+    print("\nstatus: jointserve get im; jointserve get jis    (Ctrl-C stops)")
+
+
+def _served_name(record: dict) -> str:
+    resource = record["resource"]
+    if resource["kind"] == "JointInferenceService":
+        return resource["metadata"]["name"]
+    return resource["spec"]["modelName"]
+
+
+def _served_what(record: dict) -> str:
+    resource, status = record["resource"], record.get("status", {})
+    if resource["kind"] == "JointInferenceService":
+        spec = resource["spec"]
+        cloud = spec["cloudModel"].get("name") or spec["cloudModel"].get("url")
+        return f"joint: edge {spec['edgeModel']['name']} + cloud {cloud}"
+    return str(status.get("activeVersion"))
 
 
 def _ready(record: dict) -> bool:
@@ -176,21 +192,53 @@ def _size(n: float) -> str:
 def _cmd_get(args: argparse.Namespace) -> int:
     from jointserve.operator import StatusStore
 
-    rows = [["NAME", "MODEL", "LAYER", "TARGET", "ACTIVE", "READY", "URL"]]
-    for record in StatusStore(args.state_dir).all():
-        resource, status = record["resource"], record.get("status", {})
-        spec = resource["spec"]
-        rows.append([
-            resource["metadata"]["name"],
-            spec["modelName"],
-            spec["deployToLayer"],
-            spec.get("targetVersion") or (spec.get("manifest") or [{}])[0].get("version", "-"),
-            status.get("activeVersion") or "-",
-            _condition(status, "Ready"),
-            status.get("url") or "-",
-        ])
+    kind = _KIND_NAMES[args.kind]
+    header, row = _GET_TABLES[kind]
+    rows = [header] + [row(r["resource"], r.get("status", {}))
+                       for r in StatusStore(args.state_dir).all() if r["resource"]["kind"] == kind]
     print(_table(rows))
     return 0
+
+
+def _model_row(resource: dict, status: dict) -> list[str]:
+    spec = resource["spec"]
+    return [
+        resource["metadata"]["name"],
+        spec["modelName"],
+        spec["deployToLayer"],
+        spec.get("targetVersion") or (spec.get("manifest") or [{}])[0].get("version", "-"),
+        status.get("activeVersion") or "-",
+        _condition(status, "Ready"),
+        status.get("url") or "-",
+    ]
+
+
+def _service_row(resource: dict, status: dict) -> list[str]:
+    spec = resource["spec"]
+    return [
+        resource["metadata"]["name"],
+        f"{spec['edgeModel']['name']} {status.get('edgeVersion') or '-'}",
+        f"{spec['cloudModel'].get('name') or spec['cloudModel'].get('url')} {status.get('cloudVersion') or '-'}",
+        spec["hardExampleMining"]["name"],
+        _condition(status, "Ready"),
+        str(status.get("inferenceNumber", 0)),
+        str(status.get("hardExampleNumber", 0)),
+        f"{status.get('uploadCloudRatio', 0.0):.3f}",
+        str(status.get("fallbackNumber", 0)),
+        status.get("url") or "-",
+    ]
+
+
+_KIND_NAMES = {
+    "inferencemodels": "InferenceModel", "inferencemodel": "InferenceModel", "im": "InferenceModel",
+    "jointinferenceservices": "JointInferenceService",
+    "jointinferenceservice": "JointInferenceService", "jis": "JointInferenceService",
+}
+_GET_TABLES = {
+    "InferenceModel": (["NAME", "MODEL", "LAYER", "TARGET", "ACTIVE", "READY", "URL"], _model_row),
+    "JointInferenceService": (["NAME", "EDGE", "CLOUD", "HEM", "READY", "INFERENCES", "HARD",
+                               "UPLOAD-RATIO", "FALLBACKS", "URL"], _service_row),
+}
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -199,8 +247,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     statuses = StatusStore(args.state_dir)
     for record in statuses.all():
         resource, status = record["resource"], record.get("status", {})
+        active = status.get("activeVersion") or status.get("edgeVersion") or "-"
         print(f"{resource['kind']} {resource['metadata']['namespace']}/{resource['metadata']['name']}"
-              f"  active={status.get('activeVersion') or '-'}  url={status.get('url') or '-'}")
+              f"  active={active}  url={status.get('url') or '-'}")
         for cond in status.get("conditions", []):
             print(f"  {cond['type']:<17} {cond['status']:<6} {cond.get('reason', ''):<22} "
                   f"{cond.get('message', '')}")

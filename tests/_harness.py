@@ -25,6 +25,8 @@ WAIT_S = 120.0
 MAX_MODEL_BYTES = 64 * 2**20
 EDGE = "digits-edge"
 CLOUD = "digits-cloud"
+IM = "InferenceModel"
+JIS = "JointInferenceService"
 
 
 class OperatorHarness:
@@ -60,6 +62,15 @@ class OperatorHarness:
             entry["downloadURL"] = self.archive_server.url(entry["downloadURL"].rsplit("/", 1)[1])
         return doc
 
+    def service_doc(self, **spec: Any) -> dict[str, Any]:
+        """The example's JointInferenceService (`digits`), with `spec` keys replaced."""
+        doc = yaml.safe_load((self.example / "digits.yaml").read_text())
+        doc["spec"].update(spec)
+        return doc
+
+    def remove(self, name: str) -> None:
+        (self.resources / f"{name}.yaml").unlink(missing_ok=True)
+
     def write(self, doc: dict[str, Any], file_name: str | None = None) -> Path:
         path = self.resources / (file_name or f"{doc['metadata']['name']}.yaml")
         tmp = path.with_suffix(".tmp")
@@ -69,12 +80,12 @@ class OperatorHarness:
 
     # -- observation -------------------------------------------------------------------
 
-    def status(self, name: str) -> dict[str, Any]:
-        record = self.statuses.read(("InferenceModel", "default", name)) or {}
+    def status(self, name: str, kind: str = IM) -> dict[str, Any]:
+        record = self.statuses.read((kind, "default", name)) or {}
         return record.get("status") or {}
 
-    def condition(self, name: str, type_: str) -> dict[str, Any]:
-        return next((c for c in self.status(name).get("conditions", []) if c["type"] == type_), {})
+    def condition(self, name: str, type_: str, kind: str = IM) -> dict[str, Any]:
+        return next((c for c in self.status(name, kind).get("conditions", []) if c["type"] == type_), {})
 
     def wait_for(self, check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
         deadline = time.monotonic() + timeout

@@ -3,8 +3,11 @@
 Trains on scikit-learn's bundled 8x8 digits (no download): a deliberately weak edge v1, a
 better edge v2 and a bigger, more accurate cloud v1. Each is exported with skl2onnx, packed
 as a reproducible tar.gz (same library versions -> same sha256) and listed in
-`digits-edge.yaml` / `digits-cloud.yaml`. `request.json` is a ready OIP v2 request and
-`samples.npz` the test split, for tests and benchmarks.
+`digits-edge.yaml` / `digits-cloud.yaml` (`digits.yaml`, the JointInferenceService over
+them, is written by hand and committed). `request.json` is a ready OIP v2 request of a hard
+example (a "2" that edge v1 reads as a 3 and the cloud model gets right),
+`request-easy.json` one the edge model answers confidently and correctly, and `samples.npz`
+the test split, for tests and benchmarks.
 
     python examples/digits/build.py [--out DIR] [--base-url URL] [--force]
 
@@ -109,7 +112,7 @@ def output_paths(out: Path) -> list[Path]:
     """Every file build() writes under `out`."""
     archives = [out / "archives" / archive_name(r.model_name, r.version) for r in RECIPES]
     return [*archives, *(out / name for name in YAML_NAMES), out / "request.json",
-            out / "samples.npz"]
+            out / "request-easy.json", out / "samples.npz"]
 
 
 def up_to_date(out: Path, base_url: str) -> bool:
@@ -209,6 +212,13 @@ def request_json(sample: np.ndarray) -> str:
     return json.dumps(body) + "\n"
 
 
+def easy_sample(edge: Any, split: Split) -> int:
+    """Index of the first test sample edge v1 labels right with probability > 0.95."""
+    probabilities = edge.predict_proba(split.X_test)
+    confident = (probabilities.max(axis=1) > 0.95) & (probabilities.argmax(axis=1) == split.y_test)
+    return int(np.flatnonzero(confident)[0])
+
+
 def build_one(recipe: Recipe, split: Split, out: Path, base_url: str) -> Artifact:
     import sklearn
 
@@ -255,6 +265,8 @@ def build(out: Path, base_url: str = DEFAULT_BASE_URL) -> dict[str, Artifact]:
     np.savez_compressed(samples, X=split.X_test, y=split.y_test)
     write_atomic(out / "samples.npz", samples.getvalue())
     write_atomic(out / "request.json", request_json(split.X_test[0]).encode())
+    easy = easy_sample(artifacts["digits-edge-v1"].estimator, split)
+    write_atomic(out / "request-easy.json", request_json(split.X_test[easy]).encode())
     for model_name in LAYERS:
         versions = [a for a in artifacts.values() if a.model_name == model_name]
         write_atomic(out / f"{model_name}.yaml", manifest_yaml(model_name, versions).encode())

@@ -10,9 +10,14 @@ import ray
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
+from jointserve.gateway import stats_board
+
 from ._serve_config import LAYER_RESOURCES
 
 log = logging.getLogger(__name__)
+
+# A status pass must not hang on a busy actor; counters can wait for the next pass.
+_COUNTERS_TIMEOUT_S = 2.0
 
 # Enough of each layer resource for any realistic number of replicas per node.
 _LOCAL_LAYER_CAPACITY = 1000
@@ -59,6 +64,7 @@ class ServeBackend:
         from ray.serve.context import _get_global_client
 
         self._client = _get_global_client()
+        self._stats = stats_board()
 
     def apply(self, config: dict[str, Any]) -> None:
         """Validate with Ray's own schema and hand the whole desired state to the controller."""
@@ -78,3 +84,14 @@ class ServeBackend:
             out[name] = AppState(status=str(app.status.value), message=app.message,
                                  running_replicas=running)
         return out
+
+    def service_counters(self) -> dict[str, dict[str, int]]:
+        """Counters of every JointInferenceService, summed over its gateway replicas."""
+        try:
+            return ray.get(self._stats.totals.remote(), timeout=_COUNTERS_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - stale counters beat a failed pass
+            log.warning("gateway counters not available this pass: %s", exc)
+            return {}
+
+    def forget_service_counters(self, app_name: str) -> None:
+        self._stats.forget.remote(app_name)

@@ -15,11 +15,13 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from jointserve.api import (
     InferenceModel,
     InferenceModelStatus,
+    JointInferenceService,
+    JointInferenceServiceStatus,
     ModelFile,
     Resource,
     get_condition,
@@ -29,11 +31,15 @@ from jointserve.protocol import LoadedModel
 from jointserve.store import ArtifactError, ArtifactStore, ProgressCallback
 
 from ._directory import ResourceKey
+from ._joint import JointPlan, plan_service, service_status
 from ._ray import AppState
 from ._serve_config import ModelApp, ServeSettings, build_serve_config
 from ._status_store import StatusStore
 
 log = logging.getLogger(__name__)
+
+Status = InferenceModelStatus | JointInferenceServiceStatus
+S = TypeVar("S", InferenceModelStatus, JointInferenceServiceStatus)
 
 # Failures worth retrying on their own (the server may come back); the others need a new
 # spec (another URL or sha256) before another try makes sense.
@@ -48,6 +54,10 @@ class Backend(Protocol):
     def apply(self, config: dict) -> None: ...
 
     def app_states(self) -> dict[str, AppState]: ...
+
+    def service_counters(self) -> dict[str, dict[str, int]]: ...
+
+    def forget_service_counters(self, app_name: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -68,12 +78,16 @@ class Plan:
     app: ModelApp | None
     target: ModelFile | None
     verification: Verification
+    # The version a JointInferenceService may run in its gateway: `app` before replicas 0
+    # took it away (an edge model can live only inside gateways).
+    verified: ModelApp | None = None
 
 
 def app_name(key: ResourceKey) -> str:
     """Serve application name of a resource: unambiguous since namespaces hold no dots."""
     kind, namespace, name = key
-    return f"im.{namespace}.{name}" if kind == InferenceModel.KIND else f"{kind}.{namespace}.{name}"
+    prefix = {InferenceModel.KIND: "im", JointInferenceService.KIND: "jis"}.get(kind, kind)
+    return f"{prefix}.{namespace}.{name}"
 
 
 class Reconciler:
@@ -101,37 +115,68 @@ class Reconciler:
         # only records that changed need the disk again.
         self._records: dict[ResourceKey, dict] = {
             key: record for key in statuses.keys()
-            if key[0] == InferenceModel.KIND and (record := statuses.read(key)) is not None
+            if key[0] in {InferenceModel.KIND, JointInferenceService.KIND}
+            and (record := statuses.read(key)) is not None
         }
 
-    def reconcile(self, resources: Mapping[ResourceKey, Resource]) -> dict[ResourceKey, InferenceModelStatus]:
+    def reconcile(self, resources: Mapping[ResourceKey, Resource]) -> dict[ResourceKey, Status]:
         """One pass; safe to call as often as wanted (it applies only on change)."""
         models = {k: r for k, r in sorted(resources.items()) if isinstance(r, InferenceModel)}
+        services = {k: r for k, r in sorted(resources.items()) if isinstance(r, JointInferenceService)}
         plans = {key: self._plan(key, model) for key, model in models.items()}
         plans = _refuse_duplicate_model_names(models, plans)
-        config = build_serve_config([p.app for p in plans.values() if p.app], self.settings)
+        joint_plans = self._plan_services(services, models, plans)
+        config = build_serve_config([p.app for p in plans.values() if p.app], self.settings,
+                                    [p.app for p in joint_plans.values() if p.app])
         if config != self._applied:
             log.info("applying Serve config with %d application(s)", len(config["applications"]))
             self.backend.apply(config)
             self._applied = config
-        self._deployed = {k: p.app for k, p in plans.items() if p.app}
+        self._deployed = {k: p.verified for k, p in plans.items() if p.verified}
         states = self.backend.app_states()
-        out = {}
+        out: dict[ResourceKey, Status] = {}
         for key, model in models.items():
-            status = self._status(key, model, plans[key], states)
-            record = _record(model, status)
-            if record != self._records.get(key):
-                self.statuses.write(key, record)
-                self._records[key] = record
-            out[key] = status
-        for key in set(self._records) - set(models):
+            out[key] = self._save(key, model, self._status(key, model, plans[key], states))
+        counters = self.backend.service_counters() if services else {}
+        for key, service in services.items():
+            plan = joint_plans[key]
+            state = states.get(plan.app.app_name) if plan.app else None
+            status = service_status(service, plan, self._saved(key, JointInferenceServiceStatus),
+                                    state, counters.get(app_name(key)), self.public_url)
+            out[key] = self._save(key, service, status)
+        for key in set(self._records) - set(models) - set(services):
             self.statuses.delete(key)
             del self._records[key]
+            if key[0] == JointInferenceService.KIND:
+                self.backend.forget_service_counters(app_name(key))
         return out
 
-    def _saved_status(self, key: ResourceKey) -> InferenceModelStatus:
+    def _plan_services(self, services: Mapping[ResourceKey, JointInferenceService],
+                       models: Mapping[ResourceKey, InferenceModel],
+                       plans: Mapping[ResourceKey, Plan]) -> dict[ResourceKey, JointPlan]:
+        # /v2/models/<name> belongs to InferenceModels first, then to services by key order.
+        taken = {model.spec.modelName for model in models.values()}
+        verified = {key: plan.verified for key, plan in plans.items()}
+        out = {}
+        for key, service in services.items():
+            out[key] = plan_service(key, service, models, verified, app_name(key),
+                                    self.public_url, set(taken))
+            taken.add(key[2])
+        return out
+
+    def _save(self, key: ResourceKey, resource: Resource, status: Status) -> Status:
+        record = _record(resource, status)
+        if record != self._records.get(key):
+            self.statuses.write(key, record)
+            self._records[key] = record
+        return status
+
+    def _saved(self, key: ResourceKey, status_type: type[S]) -> S:
         saved = (self._records.get(key) or {}).get("status")
-        return InferenceModelStatus.model_validate(saved) if saved else InferenceModelStatus()
+        return status_type.model_validate(saved) if saved else status_type()
+
+    def _saved_status(self, key: ResourceKey) -> InferenceModelStatus:
+        return self._saved(key, InferenceModelStatus)
 
     # -- planning -----------------------------------------------------------------------
 
@@ -155,12 +200,14 @@ class Reconciler:
                 sha256=target.sha256sum,
                 replicas=spec.replicas,
                 node_selector=dict(spec.nodeSelector),
+                **_batching(model),
             )
         else:
             app = self._keep_serving(key, model)
+        verified = app
         if app is not None and spec.replicas == 0:
             app = None
-        return Plan(app, target, verification)
+        return Plan(app, target, verification, verified)
 
     def _keep_serving(self, key: ResourceKey, model: InferenceModel) -> ModelApp | None:
         """The version already deployed for `key`, with the spec's other fields applied."""
@@ -168,7 +215,7 @@ class Reconciler:
         if previous is None or previous.model_name != model.spec.modelName:
             return None
         return replace(previous, layer=model.spec.deployToLayer, replicas=model.spec.replicas,
-                       node_selector=dict(model.spec.nodeSelector))
+                       node_selector=dict(model.spec.nodeSelector), **_batching(model))
 
     def _from_saved_status(self, key: ResourceKey, model: InferenceModel) -> ModelApp | None:
         # After an operator restart: the saved activeVersion, if the manifest still lists it.
@@ -282,9 +329,17 @@ def _refuse_duplicate_model_names(models: Mapping[ResourceKey, InferenceModel],
     return out
 
 
-def _record(model: InferenceModel, status: InferenceModelStatus) -> dict:
+def _batching(model: InferenceModel) -> dict[str, float]:
+    batching = model.spec.batching
+    if batching is None:
+        return {"max_batch_size": 1, "batch_wait_timeout_s": 0.0}
+    return {"max_batch_size": batching.maxBatchSize,
+            "batch_wait_timeout_s": batching.batchWaitTimeoutMs / 1000.0}
+
+
+def _record(resource: Resource, status: Status) -> dict:
     return {
-        "resource": model.model_dump(mode="json", exclude={"status"}, exclude_none=True),
+        "resource": resource.model_dump(mode="json", exclude={"status"}, exclude_none=True),
         "status": status.model_dump(mode="json", exclude_none=True),
     }
 

@@ -1,0 +1,346 @@
+"""End to end: a JointInferenceService file -> operator -> gateway on Ray Serve -> one endpoint.
+
+Runs on the session's operator (the example's edge and cloud InferenceModels deployed). Each
+test writes its own service (and, where it needs one, its own cloud model) under a name of
+its own, so counters and faults never leak between tests, and removes them afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests._cloudserver import CloudServer
+from tests._harness import CLOUD, EDGE, JIS, OperatorHarness
+
+DEADLINE_MS = 300
+MARGIN_S = 1.0  # bounds "did not wait for the cloud"; not a speed claim
+
+
+@pytest.fixture(scope="module")
+def samples(example: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = np.load(example / "samples.npz")
+    return data["X"], data["y"]
+
+
+@pytest.fixture
+def services(harness: OperatorHarness) -> Iterator[list[str]]:
+    """Names of the resources a test wrote; removed (and awaited) afterwards."""
+    written: list[str] = []
+    yield written
+    for name in written:
+        harness.remove(name)
+    harness.wait_for(lambda: not any(harness.status(n, JIS) or harness.status(n) for n in written),
+                     "test resources removed")
+
+
+def _serve(harness: OperatorHarness, services: list[str], name: str, **spec: Any) -> str:
+    doc = harness.service_doc(**spec)
+    doc["metadata"]["name"] = name
+    harness.write(doc)
+    services.append(name)
+    def ready() -> bool:
+        condition = harness.condition(name, "Ready", JIS)
+        assert condition.get("reason") != "DeployFailed", condition
+        return (condition.get("status") == "True"
+                and harness.http.get(f"/v2/models/{name}/ready").status_code == 200)
+
+    harness.wait_for(ready, f"service {name} ready")
+    return name
+
+
+def _cloud_model(harness: OperatorHarness, services: list[str], name: str, **spec: Any) -> str:
+    """A cloud InferenceModel of its own (`name`, modelName `name`), from the example's."""
+    doc = harness.example_doc(CLOUD)
+    doc["metadata"]["name"] = name
+    doc["spec"]["modelName"] = name
+    doc["spec"].update(spec)
+    harness.write(doc)
+    services.append(name)
+    harness.wait_for(lambda: harness.condition(name, "Ready").get("status") == "True",
+                     f"cloud model {name} ready")
+    return name
+
+
+def _body(rows: np.ndarray) -> dict:
+    rows = np.atleast_2d(rows).astype(np.float32)
+    return {"inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP32",
+                        "data": rows.ravel().tolist()}]}
+
+
+def _label(answer: dict) -> list[int]:
+    return next(o["data"] for o in answer["outputs"] if o["name"] == "label")
+
+
+def _edge_hard(harness: OperatorHarness, X: np.ndarray) -> np.ndarray:
+    from jointserve.runtime import OnnxModel
+
+    edge = OnnxModel(Path(harness.settings.store_root) / EDGE / "v1")
+    return edge.run({"input": X})["probabilities"].max(axis=1) < 0.6
+
+
+# -- the joint endpoint -----------------------------------------------------------------------
+
+def test_easy_from_the_edge_hard_from_the_cloud(harness, services, example):
+    name = _serve(harness, services, "digits")
+    easy = harness.infer(name, (example / "request-easy.json").read_bytes())
+    assert easy.status_code == 200, easy.text
+    assert easy.json()["parameters"]["tier"] == "edge"
+    assert easy.json()["model_name"] == "digits"
+    hard = harness.infer(name, (example / "request.json").read_bytes())
+    assert hard.status_code == 200, hard.text
+    params = hard.json()["parameters"]
+    assert params["tier"] == "cloud" and params["hard"] is True
+    assert params["edge_model_version"] == "v1" and params["cloud_model_version"] == "v1"
+    assert _label(hard.json()) == [2]  # the "2" edge v1 reads as a 3
+    meta = harness.http.get(f"/v2/models/{name}").json()
+    assert meta["name"] == "digits" and meta["parameters"]["hem_policy"] == "MaxProb"
+    status = harness.status(name, JIS)
+    assert status["url"] == harness.base_url
+    assert status["edgeVersion"] == "v1" and status["cloudVersion"] == "v1"
+    assert harness.condition(name, "CloudModelReady", JIS)["status"] == "True"
+
+
+def test_counters_reach_the_status_and_jointserve_get_jis(harness, services, samples):
+    name = _serve(harness, services, "digits-counted")
+    X, _ = samples
+    batch = X[:300]
+    hard = _edge_hard(harness, batch)
+    tiers: Counter[str] = Counter()
+    for row in batch:
+        answer = harness.infer(name, _body(row))
+        assert answer.status_code == 200, answer.text
+        tiers[answer.json()["parameters"]["tier"]] += 1
+    assert tiers == {"edge": int((~hard).sum()), "cloud": int(hard.sum())}
+
+    def counted() -> dict | None:
+        status = harness.status(name, JIS)
+        return status if status.get("inferenceNumber") == len(batch) else None
+
+    status = harness.wait_for(counted, "counters in the status")
+    assert status["hardExampleNumber"] == int(hard.sum())
+    assert status["cloudAnswerNumber"] == int(hard.sum())
+    assert status["fallbackNumber"] == 0
+    assert status["uploadCloudRatio"] == pytest.approx(hard.sum() / len(batch), abs=1e-4)
+    table = subprocess.run([sys.executable, "-m", "jointserve.cli", "get", "jis",
+                            "--state-dir", str(harness.state)],
+                           capture_output=True, text=True, check=True).stdout
+    row = next(line.split() for line in table.splitlines() if line.startswith(name + " "))
+    assert row[1:5] == [EDGE, "v1", CLOUD, "v1"]
+    assert row[5:10] == ["MaxProb", "True", str(len(batch)), str(int(hard.sum())),
+                         f"{hard.sum() / len(batch):.3f}"]
+
+
+def test_bad_requests_get_400_and_the_gateway_keeps_serving(harness, services, example):
+    name = _serve(harness, services, "digits-bad-input")
+    bad = [
+        b"not json",
+        b"",
+        b'{"inputs": []}',
+        b'{"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0]}]}',
+        b'{"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32", "data": [0]}]}',
+        b'{"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": ["x"]}]}',
+    ]
+    for body in bad:
+        response = harness.infer(name, body)
+        assert response.status_code == 400, (body, response.text)
+        assert response.json()["error"]
+    assert harness.http.get(f"/v2/models/{name}/infer").status_code == 405
+    assert harness.infer(name, (example / "request.json").read_bytes()).status_code == 200
+
+
+def test_a_missing_edge_model_is_reported_not_served(harness, services):
+    doc = harness.service_doc(edgeModel={"name": "no-such-model"})
+    doc["metadata"]["name"] = "digits-no-edge"
+    harness.write(doc)
+    services.append("digits-no-edge")
+    condition = harness.wait_for(
+        lambda: harness.condition("digits-no-edge", "Ready", JIS).get("reason") == "EdgeModelNotFound"
+        and harness.condition("digits-no-edge", "Ready", JIS), "EdgeModelNotFound")
+    assert "no-such-model" in condition["message"] and condition["status"] == "False"
+    assert harness.infer("digits-no-edge", b"{}").status_code == 404
+
+
+# -- the cloud tier through a DeploymentHandle ------------------------------------------------
+
+def test_cloud_replica_raising_gives_the_edge_answer(harness, services, archive_dir, example):
+    # A cloud model that takes 32 features: every call from the 64-feature gateway fails in
+    # the cloud replica, as a mismatched model pair would in the field.
+    archive = archive_dir / "narrow-cloud.tar.gz"
+    _tar_gz(archive, {"model.onnx": _identity_onnx(32), "metadata.json": b"{}"})
+    cloud = "narrow-cloud"
+    _cloud_model(harness, services, cloud, manifest=[{
+        "version": "v1", "downloadURL": harness.archive_server.url(archive.name),
+        "sha256sum": hashlib.sha256(archive.read_bytes()).hexdigest()}], targetVersion="v1")
+    name = _serve(harness, services, "digits-narrow", cloudModel={"name": cloud},
+                  cloud={"deadlineMs": 5000, "breaker": {"failureThreshold": 100}})
+    answer = harness.infer(name, (example / "request.json").read_bytes())
+    assert answer.status_code == 200, answer.text
+    params = answer.json()["parameters"]
+    assert params["tier"] == "edge" and params["fallback_reason"] == "cloud_error"
+    assert _label(answer.json()) == [3]  # edge v1's answer to the hard "2"
+
+
+def test_cloud_past_the_deadline_gives_the_edge_answer_in_time(harness, services, example):
+    # The cloud replica holds a lone request for its whole 3 s batch wait: past the deadline.
+    cloud = _cloud_model(harness, services, "slow-cloud",
+                         batching={"maxBatchSize": 64, "batchWaitTimeoutMs": 3000})
+    name = _serve(harness, services, "digits-slow", cloudModel={"name": cloud},
+                  cloud={"deadlineMs": DEADLINE_MS})
+    started = time.monotonic()
+    answer = harness.infer(name, (example / "request.json").read_bytes())
+    elapsed = time.monotonic() - started
+    assert answer.json()["parameters"]["fallback_reason"] == "cloud_timeout"
+    assert elapsed < DEADLINE_MS / 1000 + MARGIN_S
+
+
+def test_batched_cloud_answers_concurrent_hard_inputs_correctly(harness, services, samples):
+    cloud = _cloud_model(harness, services, "batched-cloud",
+                         batching={"maxBatchSize": 16, "batchWaitTimeoutMs": 20})
+    name = _serve(harness, services, "digits-batched", cloudModel={"name": cloud},
+                  hardExampleMining={"name": "CloudOnly"}, cloud={"deadlineMs": 5000})
+    X, _ = samples
+    from jointserve.runtime import OnnxModel
+
+    expected = OnnxModel(Path(harness.settings.store_root) / CLOUD / "v1").run({"input": X[:48]})["label"]
+    answers: dict[int, dict] = {}
+
+    def post(i: int) -> None:
+        answers[i] = harness.infer(name, _body(X[i:i + 3] if i % 2 else X[i])).json()
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(0, 45)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, answer in answers.items():
+        assert answer["parameters"]["tier"] == "cloud", answer
+        rows = slice(i, i + 3) if i % 2 else slice(i, i + 1)
+        assert _label(answer) == expected[rows].tolist()
+
+
+def test_cloud_model_removed_mid_traffic_fails_no_request(harness, services, samples):
+    cloud = _cloud_model(harness, services, "doomed-cloud")
+    name = _serve(harness, services, "digits-doomed", cloudModel={"name": cloud},
+                  hardExampleMining={"name": "CloudOnly"}, cloud={"deadlineMs": 2000})
+    X, _ = samples
+    stop = threading.Event()
+    outcomes: list[tuple[int, str]] = []
+
+    def client(offset: int) -> None:
+        i = offset
+        while not stop.is_set():
+            response = harness.infer(name, _body(X[i % len(X)]))
+            params = response.json().get("parameters", {}) if response.status_code == 200 else {}
+            outcomes.append((response.status_code, params.get("fallback_reason") or params.get("tier", "")))
+            i += 4
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    harness.remove(cloud)
+    harness.wait_for(lambda: harness.condition(name, "CloudModelReady", JIS).get("status") == "False",
+                     "cloud model gone from the service's status")
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    failed = [o for o in outcomes if o[0] != 200]
+    assert failed == []
+    seen = Counter(reason for _, reason in outcomes)
+    assert seen["cloud"] > 0 and seen["cloud_unavailable"] > 0, seen
+
+
+# -- the cloud tier over HTTP -----------------------------------------------------------------
+
+def test_remote_cloud_over_http_and_its_faults(harness, services, example):
+    model_dir = Path(harness.settings.store_root) / CLOUD / "v1"
+    with CloudServer(model_dir, "remote-digits") as server:
+        name = _serve(harness, services, "digits-remote",
+                      cloudModel={"url": server.base_url, "modelName": "remote-digits"},
+                      cloud={"deadlineMs": DEADLINE_MS, "breaker": {"failureThreshold": 2, "cooldownMs": 500}})
+        body = (example / "request.json").read_bytes()
+        answer = harness.infer(name, body).json()
+        assert answer["parameters"]["tier"] == "cloud" and _label(answer) == [2]
+        assert harness.condition(name, "CloudModelReady", JIS)["reason"] == "Remote"
+        server.behave("slow", delay_s=2.0)
+        started = time.monotonic()
+        answer = harness.infer(name, body).json()
+        assert answer["parameters"]["fallback_reason"] == "cloud_timeout"
+        assert time.monotonic() - started < DEADLINE_MS / 1000 + MARGIN_S
+        server.behave("ok")
+        server.stop()
+        assert harness.infer(name, body).json()["parameters"]["fallback_reason"] == "cloud_unavailable"
+        # Two failures in a row open the breaker: no more calls to a dead cloud.
+        assert harness.infer(name, body).json()["parameters"]["fallback_reason"] == "circuit_open"
+        server.start()
+        time.sleep(0.6)
+        harness.wait_for(lambda: harness.infer(name, body).json()["parameters"]["tier"] == "cloud",
+                         "breaker closed again", timeout=10)
+
+
+# -- edge version switch ----------------------------------------------------------------------
+
+def test_edge_version_switch_under_load_fails_no_joint_request(harness, services, edge_on_v1, samples):
+    name = _serve(harness, services, "digits-switch")
+    X, _ = samples
+    stop = threading.Event()
+    results: list[tuple[int, str]] = []
+
+    def client(offset: int) -> None:
+        i = offset
+        while not stop.is_set():
+            response = harness.infer(name, _body(X[i % len(X)]))
+            version = response.json().get("parameters", {}).get("edge_model_version", "")
+            results.append((response.status_code, version))
+            i += 3
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    edge_on_v1["spec"]["targetVersion"] = "v2"
+    harness.write(edge_on_v1)
+    harness.wait_for(lambda: harness.status(name, JIS).get("edgeVersion") == "v2", "gateway on edge v2")
+    harness.wait_for(lambda: any(v == "v2" for _, v in results[-20:]), "answers from edge v2")
+    stop.set()
+    for t in threads:
+        t.join()
+    assert [r for r in results if r[0] != 200] == []
+    assert {v for _, v in results} == {"v1", "v2"}
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def _tar_gz(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _identity_onnx(features: int) -> bytes:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["probabilities"])], "narrow",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, features])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, features])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
