@@ -100,7 +100,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     worker = threading.Thread(target=operator.run, args=(stop,), name="operator", daemon=True)
     worker.start()
-    _announce_when_ready(statuses, args.directory, public_url, stop)
+    _announce_when_ready(statuses, operator.first_pass, args.directory, public_url, stop)
     stop.wait()
     print("\nstopping ...")
     worker.join(timeout=10)
@@ -109,11 +109,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _announce_when_ready(statuses: Any, directory: Path, public_url: str,
-                         stop: threading.Event) -> None:
+def _announce_when_ready(statuses: Any, first_pass: threading.Event, directory: Path,
+                         public_url: str, stop: threading.Event) -> None:
     deadline = time.monotonic() + READY_WAIT_S
     while not stop.is_set() and time.monotonic() < deadline:
-        records = statuses.all()
+        records = statuses.all() if first_pass.is_set() else []
         if records and all(_ready(r) for r in records):
             break
         stop.wait(0.5)

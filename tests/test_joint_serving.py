@@ -142,6 +142,34 @@ def test_counters_reach_the_status_and_jointserve_get_jis(harness, services, sam
     assert row[5:10] == ["MaxProb", "True", str(len(batch)), str(int(hard.sum())),
                          f"{hard.sum() / len(batch):.3f}"]
 
+    # The same counts as Prometheus series, from the Ray node's metrics endpoint.
+    def exported() -> dict[str, float] | None:
+        series = _prometheus(f'service="{name}"')
+        wanted = {"requests_total/edge", "requests_total/cloud", "hard_examples_total"}
+        return series if wanted <= set(series) else None
+
+    series = harness.wait_for(exported, "gateway metrics exported", timeout=60)
+    assert series["requests_total/edge"] == (~hard).sum()
+    assert series["requests_total/cloud"] == hard.sum()
+    assert series["hard_examples_total"] == hard.sum()
+
+
+def _prometheus(selector: str) -> dict[str, float]:
+    """jointserve series matching `selector` on this node: {"<metric>/<tier>": value}."""
+    import httpx
+    import ray
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    out: dict[str, float] = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+        if not line.startswith("ray_jointserve_") or selector not in line or "_bucket" in line:
+            continue
+        metric = line.split("{", 1)[0].removeprefix("ray_jointserve_")
+        tier = line.split('tier="', 1)[1].split('"', 1)[0] if 'tier="' in line else ""
+        key = f"{metric}/{tier}" if tier else metric
+        out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
 
 def test_bad_requests_get_400_and_the_gateway_keeps_serving(harness, services, example):
     name = _serve(harness, services, "digits-bad-input")

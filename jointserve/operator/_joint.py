@@ -119,9 +119,13 @@ def _cloud_target(namespace: str, service: JointInferenceService,
 
 
 def service_status(service: JointInferenceService, plan: JointPlan, previous: JointInferenceServiceStatus,
-                   state: AppState | None, counters: Mapping[str, int] | None,
+                   state: AppState | None, seen_running: bool, counters: Mapping[str, int] | None,
                    public_url: str) -> JointInferenceServiceStatus:
-    """The status to report: conditions from the plan and Serve, counters from the gateways."""
+    """The status to report: conditions from the plan and Serve, counters from the gateways.
+
+    `seen_running`: this operator saw the gateway app RUNNING before, so during a rollout
+    the previous configuration is still answering.
+    """
     generation = service.metadata.generation
     conditions = list(previous.conditions)
     conditions = set_condition(conditions, "CloudModelReady", "True" if plan.cloud.ok else "False",
@@ -142,7 +146,7 @@ def service_status(service: JointInferenceService, plan: JointPlan, previous: Jo
                                    state.message[-500:], generation)
     else:
         was_ready = get_condition(conditions, "Ready")
-        serving = was_ready is not None and was_ready.status == "True"
+        serving = seen_running and was_ready is not None and was_ready.status == "True"
         conditions = set_condition(conditions, "Ready", "True" if serving else "False",
                                    "Serving" if serving else "Deploying",
                                    f"deploying edge {app.edge.version}", generation)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._directory import DirectorySource, Snapshot
 from ._reconcile import Reconciler
@@ -22,6 +22,9 @@ class DirectoryOperator:
     statuses: StatusStore
     # How often to re-read Serve status when no file changed (rollouts progress on their own).
     resync_s: float = 1.0
+    # Set after the first pass: from then on the status files describe this run, not a
+    # previous one.
+    first_pass: threading.Event = field(default_factory=threading.Event)
 
     def step(self) -> Snapshot:
         """One scan + reconcile pass. Errors are logged; the next pass tries again."""
@@ -31,6 +34,8 @@ class DirectoryOperator:
             self.reconciler.reconcile(snapshot.resources)
         except Exception:  # noqa: BLE001 - one failed pass must not end the operator
             log.exception("reconcile pass failed; retrying on the next change or resync")
+        else:
+            self.first_pass.set()
         return snapshot
 
     def run(self, stop: threading.Event) -> None:

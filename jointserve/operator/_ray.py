@@ -16,8 +16,6 @@ from ._serve_config import LAYER_RESOURCES
 
 log = logging.getLogger(__name__)
 
-# A status pass must not hang on a busy actor; counters can wait for the next pass.
-_COUNTERS_TIMEOUT_S = 2.0
 
 # Enough of each layer resource for any realistic number of replicas per node.
 _LOCAL_LAYER_CAPACITY = 1000
@@ -65,6 +63,8 @@ class ServeBackend:
 
         self._client = _get_global_client()
         self._stats = stats_board()
+        self._counters: dict[str, dict[str, int]] = {}
+        self._counters_ref: ray.ObjectRef | None = None
 
     def apply(self, config: dict[str, Any]) -> None:
         """Validate with Ray's own schema and hand the whole desired state to the controller."""
@@ -86,12 +86,22 @@ class ServeBackend:
         return out
 
     def service_counters(self) -> dict[str, dict[str, int]]:
-        """Counters of every JointInferenceService, summed over its gateway replicas."""
-        try:
-            return ray.get(self._stats.totals.remote(), timeout=_COUNTERS_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - stale counters beat a failed pass
-            log.warning("gateway counters not available this pass: %s", exc)
-            return {}
+        """Counters of every JointInferenceService, summed over its gateway replicas.
+
+        Never waits: a pass takes the answer to the previous pass's question, if it has
+        arrived, and asks again. Counters are at most a pass or two behind.
+        """
+        ref = self._counters_ref
+        if ref is not None:
+            ready, _ = ray.wait([ref], timeout=0)
+            if not ready:
+                return self._counters
+            try:
+                self._counters = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - stale counters beat a failed pass
+                log.warning("gateway counters not available: %s", exc)
+        self._counters_ref = self._stats.totals.remote()
+        return self._counters
 
     def forget_service_counters(self, app_name: str) -> None:
         self._stats.forget.remote(app_name)

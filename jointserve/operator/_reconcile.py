@@ -111,6 +111,7 @@ class Reconciler:
         self._verified: dict[tuple[str, str, str, str], Verification] = {}
         self._deployed: dict[ResourceKey, ModelApp] = {}
         self._applied: dict | None = None
+        self._seen_running: set[str] = set()  # applications this operator saw RUNNING
         # Status records as last written, read from disk once: a pass runs every second, and
         # only records that changed need the disk again.
         self._records: dict[ResourceKey, dict] = {
@@ -134,6 +135,7 @@ class Reconciler:
             self._applied = config
         self._deployed = {k: p.verified for k, p in plans.items() if p.verified}
         states = self.backend.app_states()
+        self._seen_running &= set(states)  # an application deleted and redeployed starts over
         out: dict[ResourceKey, Status] = {}
         for key, model in models.items():
             out[key] = self._save(key, model, self._status(key, model, plans[key], states))
@@ -142,8 +144,10 @@ class Reconciler:
             plan = joint_plans[key]
             state = states.get(plan.app.app_name) if plan.app else None
             status = service_status(service, plan, self._saved(key, JointInferenceServiceStatus),
-                                    state, counters.get(app_name(key)), self.public_url)
+                                    state, app_name(key) in self._seen_running,
+                                    counters.get(app_name(key)), self.public_url)
             out[key] = self._save(key, service, status)
+        self._seen_running |= {name for name, state in states.items() if state.status == "RUNNING"}
         for key in set(self._records) - set(models) - set(services):
             self.statuses.delete(key)
             del self._records[key]
@@ -285,8 +289,11 @@ class Reconciler:
                                        state.message[-500:], generation)
         else:
             # During a rollout the previous version keeps answering: still Ready.
+            # Only if this operator saw the application running: a status saved by one
+            # whose Ray is gone (embedded mode restarted) must not claim Ready.
             was_ready = get_condition(conditions, "Ready")
-            serving_old = active is not None and was_ready is not None and was_ready.status == "True"
+            serving_old = (app.app_name in self._seen_running and active is not None
+                           and was_ready is not None and was_ready.status == "True")
             conditions = set_condition(conditions, "Ready", "True" if serving_old else "False",
                                        "Serving" if serving_old else "Deploying",
                                        f"deploying {app.version}", generation)
