@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -97,3 +98,24 @@ def edge_on_v1(harness: OperatorHarness) -> Iterator[dict]:
     harness.wait_for(lambda: harness.condition(EDGE, "Progressing").get("reason") == "Complete"
                      and harness.condition(EDGE, "ArtifactVerified").get("status") == "True",
                      "edge model restored to v1")
+
+
+if TYPE_CHECKING:  # imported in the fixture: only Kubernetes-mode tests need it
+    from tests._kube import KubeAPIServer
+
+
+@pytest.fixture(scope="session")
+def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
+    """A real kube-apiserver + etcd on loopback with the jointserve CRDs installed (Established).
+
+    Start-up failures raise (with the server's log); Kubernetes-mode tests never skip.
+    """
+    from tests._kube import KubeAPIServer  # noqa: F811
+
+    server = KubeAPIServer(tmp_path_factory.mktemp("kube"))
+    try:
+        server.start()
+        server.install_crds(REPO / "deploy" / "crds")
+        yield server
+    finally:
+        server.close()
