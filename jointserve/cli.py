@@ -4,6 +4,7 @@
     jointserve get [im|jis]                         kubectl-like table of resources and status
     jointserve status                               conditions of every resource, file errors
     jointserve crds [--out deploy/crds]             regenerate the CRDs from the schemas
+    jointserve bench [--quick]                      the benchmark runner (python -m benchmarks)
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--file-server", type=Path, default=None, metavar="DIR",
                        help="also serve DIR over HTTP on loopback (the example's model archives)")
     serve.add_argument("--file-server-port", type=int, default=8808)
+    serve.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy",
+                       help="how HTTP reaches a local Ray's replicas: HAProxy straight to each "
+                            "replica's port (default, fast), or Ray Serve's Python proxy")
     serve.set_defaults(func=_cmd_serve)
 
     get = sub.add_parser("get", help="list resources with their status")
@@ -64,7 +68,21 @@ def _parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the schemas")
     crds.add_argument("--out", type=Path, default=Path("deploy/crds"))
     crds.set_defaults(func=_cmd_crds)
+
+    bench = sub.add_parser("bench", help="run the benchmarks (same as python -m benchmarks)",
+                           add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_cmd_bench)
     return parser
+
+
+# -- bench --------------------------------------------------------------------------------
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    # The runner lives in the repository's benchmarks/ package (installed beside jointserve).
+    from benchmarks.runner import main as bench_main
+
+    return bench_main(args.bench_args)
 
 
 # -- serve --------------------------------------------------------------------------------
@@ -87,7 +105,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.ray_address:
         connect_ray(args.ray_address)
     else:
-        start_local_ray()
+        start_local_ray(ingress=args.ingress)
     settings = ServeSettings(store_root=str(state_dir / "store"), host=args.host,
                              port=args.port, version=package_version("jointserve"))
     public_url = f"http://{args.host}:{args.port}"

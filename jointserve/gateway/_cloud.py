@@ -68,18 +68,34 @@ class HandleCloud:
         self._infer = handle.options(method_name="infer_tensors")
 
     async def infer(self, feeds: Mapping[str, np.ndarray]) -> CloudAnswer:
-        from ray.exceptions import RayTaskError
-
         try:
             answer = await self._infer.remote(dict(feeds))
-        except RayTaskError as exc:  # the cloud replica raised
-            raise CloudCallError(CLOUD_ERROR, _first_line(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - actor died, app deleted, controller gone...
-            raise CloudCallError(CLOUD_UNAVAILABLE, f"{type(exc).__name__}: {_first_line(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a fallback reason
+            raise CloudCallError(_handle_failure_reason(exc),
+                                 f"{type(exc).__name__}: {_first_line(exc)}") from None
         return CloudAnswer(answer.version, answer.outputs)
 
     async def aclose(self) -> None:
         return None
+
+
+def _handle_failure_reason(exc: Exception) -> str:
+    """cloud_error when the cloud replica ran and raised, cloud_unavailable when it could not
+    be reached (actor died, no replica, app deleted, controller gone, transport broke).
+
+    Over Ray's object transport a replica's exception arrives wrapped in RayTaskError; over
+    the gRPC transport (RAY_SERVE_THROUGHPUT_OPTIMIZED) it arrives as its own type. So the
+    test is "is it one of the system's errors", not "is it a RayTaskError".
+    """
+    import grpc
+    from ray.exceptions import RayError, RayTaskError
+    from ray.serve.exceptions import RayServeException
+
+    if isinstance(exc, RayTaskError):
+        return CLOUD_ERROR
+    if isinstance(exc, (RayError, RayServeException, grpc.RpcError, ConnectionError, OSError)):
+        return CLOUD_UNAVAILABLE
+    return CLOUD_ERROR
 
 
 class HttpCloud:

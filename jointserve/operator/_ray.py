@@ -12,6 +12,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from jointserve.gateway import stats_board
 
+from ._ingress import use_ingress
 from ._serve_config import LAYER_RESOURCES
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,15 @@ class AppState:
     running_replicas: int
 
 
-def start_local_ray(num_cpus: int | None = None) -> None:
-    """Start an embedded single-node Ray that carries both layers (no cluster needed)."""
+def start_local_ray(num_cpus: int | None = None, ingress: str = "haproxy") -> None:
+    """Start an embedded single-node Ray that carries both layers (no cluster needed).
+
+    `ingress`: "haproxy" (default: HAProxy + direct ingress, see _ingress.py) or "proxy"
+    (Serve's Python proxy).
+    """
     if ray.is_initialized():
         return
+    use_ingress(ingress)
     ray.init(
         # "local": always a fresh single-node instance, never a cluster that happens to be
         # running on this machine (RAY_ADDRESS or `ray start`); joining one is --ray-address.
