@@ -19,24 +19,32 @@ Feeds = dict[str, np.ndarray]
 def run_batch(model: OnnxModel, items: Sequence[Feeds]) -> list[dict[str, np.ndarray]]:
     """The outputs of `model` for each of `items`, in order, with as few calls as possible."""
     results: list[dict[str, np.ndarray] | None] = [None] * len(items)
-    for indices in _groups(items):
+    for indices in groups(items):
         group = [items[i] for i in indices]
         if len(group) == 1:
             results[indices[0]] = model.run(group[0])
             continue
-        stacked = {name: np.concatenate([feeds[name] for feeds in group]) for name in group[0]}
-        outputs = model.run(stacked)
-        counts = [rows(feeds) for feeds in group]
-        if any(value.ndim == 0 or len(value) != sum(counts) for value in outputs.values()):
-            # An output without the batch axis cannot be split back per request.
-            for index in indices:
-                results[index] = model.run(items[index])
-            continue
-        bounds = np.cumsum(counts)[:-1]
-        split = {name: np.split(value, bounds) for name, value in outputs.items()}
+        stacked, counts = stack(group)
+        parts = split(model.run(stacked), counts)
         for position, index in enumerate(indices):
-            results[index] = {name: parts[position] for name, parts in split.items()}
+            results[index] = parts[position] if parts is not None else model.run(items[index])
     return [r for r in results if r is not None]
+
+
+def stack(group: Sequence[Feeds]) -> tuple[Feeds, list[int]]:
+    """One feed dict of the group's tensors along axis 0, and each item's row count."""
+    stacked = {name: np.concatenate([feeds[name] for feeds in group]) for name in group[0]}
+    return stacked, [rows(feeds) for feeds in group]
+
+
+def split(outputs: dict[str, np.ndarray], counts: Sequence[int]) -> list[dict[str, np.ndarray]] | None:
+    """`outputs` of a stacked call cut back per item; None if an output has no batch axis
+    (it cannot be split: the caller runs those items on their own)."""
+    if any(value.ndim == 0 or len(value) != sum(counts) for value in outputs.values()):
+        return None
+    bounds = np.cumsum(counts)[:-1]
+    parts = {name: np.split(value, bounds) for name, value in outputs.items()}
+    return [{name: pieces[i] for name, pieces in parts.items()} for i in range(len(counts))]
 
 
 def rows(feeds: Feeds) -> int:
@@ -44,7 +52,7 @@ def rows(feeds: Feeds) -> int:
     return min((len(a) for a in feeds.values() if a.ndim), default=1)
 
 
-def _groups(items: Sequence[Feeds]) -> list[list[int]]:
+def groups(items: Sequence[Feeds]) -> list[list[int]]:
     """Indices of items that can be stacked together, by input names, dtypes and row shapes."""
     groups: dict[tuple, list[int]] = {}
     for index, feeds in enumerate(items):

@@ -40,6 +40,7 @@ from jointserve.store import ArtifactStore
 
 from ._breaker import CircuitBreaker
 from ._cloud import CloudClient, HandleCloud, HttpCloud, NoCloud
+from ._cloud_batch import BatchingCloud
 from ._hard_examples import HardExampleStore, HardExampleWriter
 from ._joint import CloudSettings, JointModel
 from ._metrics import GatewayMetrics
@@ -68,6 +69,9 @@ class CloudTarget(BaseModel):
 
     transport: Literal["handle", "http", "none"]
     app_name: str | None = None  # handle
+    # handle: the cloud InferenceModel's spec.batching, applied on the gateway's side too
+    max_batch_size: int = 1
+    batch_wait_s: float = 0.0
     infer_url: str | None = None  # http
     why: str = ""  # none: why there is no cloud to call
 
@@ -137,6 +141,8 @@ class JointGateway:
         if target.transport == "handle":
             assert target.app_name
             client: CloudClient = HandleCloud(target.app_name)
+            if target.max_batch_size > 1:
+                client = BatchingCloud(client, target.max_batch_size, target.batch_wait_s)
         elif target.transport == "http":
             assert target.infer_url
             client = HttpCloud(target.infer_url, max_in_flight)

@@ -113,7 +113,8 @@ def _cloud_target(namespace: str, service: JointInferenceService,
         return ({"transport": "http", "infer_url": url},
                 CloudResolution("Deployed", f"{ref.name} {cloud.version} over http at {url}",
                                 cloud.version))
-    return ({"transport": "handle", "app_name": cloud.app_name},
+    return ({"transport": "handle", "app_name": cloud.app_name,
+             "max_batch_size": cloud.max_batch_size, "batch_wait_s": cloud.batch_wait_timeout_s},
             CloudResolution("Deployed", f"{ref.name} {cloud.version} through a DeploymentHandle",
                             cloud.version))
 
