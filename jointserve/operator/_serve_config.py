@@ -98,10 +98,18 @@ def build_serve_config(models: list[ModelApp], settings: ServeSettings,
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": settings.host, "port": settings.port},
-        "applications": [_server_app(served, settings)]
-        + [_model_app(m, settings) for m in sorted(models, key=lambda m: m.app_name)]
-        + [_gateway_app(g, settings) for g in sorted(gateways, key=lambda g: g.app_name)],
+        "applications": [_quiet(app) for app in
+                         [_server_app(served, settings)]
+                         + [_model_app(m, settings) for m in sorted(models, key=lambda m: m.app_name)]
+                         + [_gateway_app(g, settings) for g in sorted(gateways, key=lambda g: g.app_name)]],
     }
+
+
+def _quiet(app: dict[str, Any]) -> dict[str, Any]:
+    """No per-request access log line: formatting and writing it took ~5% of a gateway
+    replica's CPU in a py-spy profile at 1,000 req/s. Errors are still logged, and the
+    Prometheus metrics count every request."""
+    return {**app, "logging_config": {"enable_access_log": False}}
 
 
 def _server_app(served: dict[str, str], settings: ServeSettings) -> dict[str, Any]:
