@@ -1,0 +1,1 @@
+"""Benchmark runner: jointserve against its baselines, with an external load generator."""
