@@ -20,6 +20,10 @@ from jointserve.cloud_serving._batching import groups, rows, split, stack
 from ._cloud import CloudAnswer, CloudCallError, CloudClient
 
 Feeds = dict[str, np.ndarray]
+# Batches in flight at once: with one (Serve's default), requests arriving during a cloud
+# call wait for it to finish before their batch even starts, and throughput falls below
+# unbatched calls (measured: 304 vs 467 req/s at c=32).
+MAX_CONCURRENT_BATCHES = 4
 
 
 class BatchingCloud:
@@ -30,6 +34,7 @@ class BatchingCloud:
         self.max_batch_size = max_batch_size
         # serve.batch on a closure: this client's own queue (one per gateway configuration).
         self._batched = serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_s,
+                                    max_concurrent_batches=MAX_CONCURRENT_BATCHES,
                                     batch_size_fn=lambda items: sum(rows(f) for f in items))(self._call_many)
 
     async def infer(self, feeds: Mapping[str, np.ndarray]) -> CloudAnswer:
