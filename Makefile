@@ -6,13 +6,17 @@ PY := $(VENV)/bin/python
 EXAMPLE := examples/digits
 EXAMPLE_BUILT := $(EXAMPLE)/archives/.built
 
-.PHONY: serve test install example crds kube-tools clean
+.PHONY: serve test bench install example crds kube-tools clean
 
 serve: $(EXAMPLE_BUILT)
 	$(VENV)/bin/jointserve serve $(EXAMPLE) --file-server $(EXAMPLE)/archives
 
 test: $(EXAMPLE_BUILT) kube-tools
 	$(PY) -m pytest
+
+# The benchmark runner (minutes; results in benchmarks/results/<date>/). ARGS=--quick for a short run.
+bench: $(EXAMPLE_BUILT)
+	$(PY) -m benchmarks $(ARGS)
 
 install: $(VENV)/.installed
 

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from benchmarks.runner import Results
 
 PLAIN, NAIVE, SEDNA, JOINT = "plain-http", "naive-ray-serve", "sedna-two-services", "jointserve"
+COLORS = {PLAIN: "tab:blue", SEDNA: "tab:orange", NAIVE: "tab:green", JOINT: "tab:red"}  # same in every panel
 
 
 # -- targets ---------------------------------------------------------------------------------
@@ -109,8 +110,9 @@ def _latency_plot(points: list[Point], path: Path) -> Path:
             if not series:
                 continue
             levels = [p.level for p in series]
-            axes[0][column].plot(levels, [p.median("p50_ms") for p in series], "o-", label=system)
-            axes[1][column].plot(levels, [p.median("throughput_rps") for p in series], "o-", label=system)
+            style = {"label": system, "color": COLORS[system]}
+            axes[0][column].plot(levels, [p.median("p50_ms") for p in series], "o-", **style)
+            axes[1][column].plot(levels, [p.median("throughput_rps") for p in series], "o-", **style)
         axes[0][column].set(title=f"{traffic} traffic: p50 latency", xlabel="concurrency",
                             ylabel="ms (log)", xscale="log", yscale="log")
         axes[1][column].set(title=f"{traffic} traffic: throughput", xlabel="concurrency",
@@ -226,3 +228,22 @@ def _context(results: Results) -> list[str]:
 
         lines += ["", "## Routing quality (digits)", "", routing_markdown(routing)]
     return lines
+
+
+def rerender(results_json: Path) -> None:
+    """Plots and summary.md again from a results.json (after a change to this module)."""
+    import json
+
+    from benchmarks.runner import Results
+
+    data = json.loads(results_json.read_text())
+    results = Results.from_dict(data)
+    out = results_json.parent
+    paths = plots(results, out)
+    (out / "summary.md").write_text(summary(results, data["targets"], paths))
+
+
+if __name__ == "__main__":
+    import sys
+
+    rerender(Path(sys.argv[1]))

@@ -72,6 +72,12 @@ class Results:
     def to_dict(self) -> dict[str, Any]:
         return {"meta": self.meta, "points": [p.to_dict() for p in self.points], **self.sections}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Results:
+        points = [Point(p["system"], p["traffic"], p["mode"], p["level"], p["runs"]) for p in data["points"]]
+        sections = {k: v for k, v in data.items() if k not in {"meta", "points", "targets"}}
+        return cls(meta=data["meta"], points=points, sections=sections)
+
 
 class Progress:
     """One line per step, numbered, with elapsed time: enough to follow a 20-minute run."""
