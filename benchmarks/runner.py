@@ -29,7 +29,7 @@ from benchmarks import loadgen
 from benchmarks.figures import Point
 from benchmarks.joint_system import JointServe
 from benchmarks.workload import Workload, load_workload, measure_floor
-from jointserve.operator._ingress import MODE_SWITCHES, ingress_env
+from jointserve.operator._ingress import ingress_switches
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "digits"
@@ -141,7 +141,7 @@ class Runner:
         with SednaStyle(models["edge"], models["cloud"]) as sedna:
             self.progress(f"Sedna-style two services up at {sedna.infer_url()}")
             self.sweep(sedna.name, sedna.infer_url(), workload, self.plan.traffics)
-        with NaiveRayServe(models["edge"], models["cloud"], env=ingress_env("haproxy")) as naive:
+        with NaiveRayServe(models["edge"], models["cloud"]) as naive:  # same ingress as jointserve
             self.progress(f"naive Ray Serve composition up at {naive.infer_url()}")
             self.sweep(naive.name, naive.infer_url(), workload, self.plan.traffics)
         with JointServe(EXAMPLE) as joint:  # `jointserve serve`, default ingress
@@ -207,7 +207,7 @@ class Runner:
 # Both Ray systems serve HTTP the same way: jointserve's default ingress (HAProxy in front of
 # each replica's own HTTP port). The naive composition gets the same switches, so the
 # comparison is of the designs, not of Serve settings.
-SERVE_MODE_ENV = {key: value for key, value in ingress_env("haproxy").items() if key in MODE_SWITCHES}
+SERVE_MODE_ENV = ingress_switches("haproxy")
 
 
 def _meta(plan: Plan, command: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@
     jointserve get [im|jis]                         kubectl-like table of resources and status
     jointserve status                               conditions of every resource, file errors
     jointserve crds [--out deploy/crds]             regenerate the CRDs from the schemas
+    jointserve export rayservice DIR                KubeRay RayService running DIR's resources
     jointserve bench [--quick]                      the benchmark runner (python -m benchmarks)
 """
 
@@ -68,6 +69,26 @@ def _parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the schemas")
     crds.add_argument("--out", type=Path, default=Path("deploy/crds"))
     crds.set_defaults(func=_cmd_crds)
+
+    export = sub.add_parser("export", help="print the resources' Serve config for another runner")
+    formats = export.add_subparsers(required=True, metavar="FORMAT")
+    rayservice = formats.add_parser(
+        "rayservice", help="a KubeRay RayService whose serveConfigV2 is the config the operator "
+                           "applies for DIR (archives are fetched and verified first)")
+    rayservice.add_argument("directory", type=Path)
+    rayservice.add_argument("--name", default="jointserve", help="the RayService's name")
+    rayservice.add_argument("--namespace", default="default", help="the RayService's namespace")
+    rayservice.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                            help="where archives are verified (its store; default: ./.jointserve)")
+    rayservice.add_argument("--ray-image", default=None,
+                            help="image of the Ray pods, with jointserve installed "
+                                 "(default: rayproject/ray:<installed Ray>-py311)")
+    rayservice.add_argument("--store-root", default=None,
+                            help="replicas' model store on the Ray pods "
+                                 "(default: /var/lib/jointserve/store, an emptyDir)")
+    rayservice.add_argument("--port", type=int, default=8000, help="Serve's HTTP port")
+    rayservice.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy")
+    rayservice.set_defaults(func=_cmd_export_rayservice)
 
     bench = sub.add_parser("bench", help="run the benchmarks (same as python -m benchmarks)",
                            add_help=False)
@@ -296,6 +317,35 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     for path in write_crds(args.out):
         print(path)
     return 0
+
+
+# -- export ---------------------------------------------------------------------------------
+
+def _cmd_export_rayservice(args: argparse.Namespace) -> int:
+    from jointserve.operator import DirectorySource, ServeSettings
+    from jointserve.operator import _rayservice as rs
+    from jointserve.store import ArtifactStore
+
+    if not args.directory.is_dir():
+        print(f"jointserve: {args.directory} is not a directory", file=sys.stderr)
+        return 2
+    store_root = args.store_root or rs.DEFAULT_STORE_ROOT
+    image = args.ray_image or rs.default_image()
+    # 0.0.0.0: in a pod, Serve's proxy must take the traffic KubeRay's Service sends it.
+    settings = ServeSettings(store_root=store_root, host="0.0.0.0", port=args.port,
+                             version=package_version("jointserve"))
+    store = ArtifactStore(args.state_dir.resolve() / "store")
+    export = rs.export_config(DirectorySource(args.directory).scan(), store, settings,
+                              rs.serve_url(args.name, args.namespace, args.port),
+                              progress=ProgressPrinter)
+    manifest = rs.rayservice(export.config, name=args.name, namespace=args.namespace,
+                             image=image, store_root=store_root, ingress=args.ingress)
+    print(rs.render(manifest, rs.note(image, store_root, args.ingress)), end="")
+    for warning in export.warnings:
+        print(f"jointserve: warning: {warning}", file=sys.stderr)
+    for problem in export.problems:
+        print(f"jointserve: left out: {problem}", file=sys.stderr)
+    return 1 if export.problems else 0
 
 
 if __name__ == "__main__":

@@ -157,6 +157,7 @@ def test_naive_ray_serve_composition(model_dirs, bodies, tmp_path):
         easy, hard = post(system, bodies["easy"]), post(system, bodies["hard"])
         bad = post(system, BAD_BODIES["wrong shape"])
         after_bad = post(system, bodies["easy"])
+    assert easy.status_code == 200 and hard.status_code == 200, (easy.text, hard.text)
     assert easy.json()["parameters"]["tier"] == "edge"
     assert label_of(easy) == local_label(model_dirs["edge"], bodies["easy"])
     assert hard.json()["parameters"]["tier"] == "cloud"

@@ -32,6 +32,7 @@ from benchmarks.systems import (LOGICAL_MODEL, ServiceProcess, System, free_port
                                 make_log_dir)
 from benchmarks.systems._oip import (BadRequest, OnnxModel, Outputs, decode_input, encode_response,
                                      error_body, max_prob)
+from jointserve.operator._ingress import ingress_env
 
 ROUTE_PREFIX = f"/v2/models/{LOGICAL_MODEL}"
 # Ray start-up alone takes ~10-20 s here, then three replicas start; generous on a busy box.
@@ -116,23 +117,25 @@ def main(argv: list[str] | None = None) -> None:
 class NaiveRayServe(System):
     """The naive composition in its own subprocess and its own Ray.
 
-    `env` goes into the subprocess's environment (so Ray's and Serve's processes inherit it),
-    e.g. {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, to give both Ray systems the same Serve
-    settings. It starts a fresh local Ray (address="local"), which works next to another
+    `env` goes into the subprocess's environment (so Ray's and Serve's processes inherit it).
+    By default it is jointserve's own default ingress (`ingress_env("haproxy")`: HAProxy +
+    direct ingress, with HAProxy files and ports of its own, never those of a Ray this
+    process may have started), so both Ray systems get the same Serve settings. It starts a fresh local Ray (address="local"), which works next to another
     Ray but would share the 2 cores and /tmp/ray with it: run Ray-based systems one after
     another, never side by side.
     """
 
     name = "naive-ray-serve"
 
-    def __init__(self, edge_dir: Path, cloud_dir: Path, *, env: Mapping[str, str] = {},
+    def __init__(self, edge_dir: Path, cloud_dir: Path, *, env: Mapping[str, str] | None = None,
                  port: int | None = None, log_dir: Path | None = None) -> None:
         self.port = port or free_port()
         self.log_dir = make_log_dir(self.name, log_dir)
         args = ["--port", str(self.port),
                 "--edge-dir", str(edge_dir), "--cloud-dir", str(cloud_dir)]
         self.process = ServiceProcess("benchmarks.systems.naive_serve", args,
-                                      self.log_dir / "naive-ray-serve.log", env)
+                                      self.log_dir / "naive-ray-serve.log",
+                                      ingress_env("haproxy") if env is None else env)
 
     def start(self) -> None:
         self.process.start()

@@ -48,6 +48,14 @@ def ingress_env(mode: str) -> dict[str, str]:
     }
 
 
+def ingress_switches(mode: str) -> dict[str, str]:
+    """Only the on/off switches of `mode`: what a Ray cluster elsewhere (a KubeRay pod, a
+    benchmark's record) needs; HAProxy's paths and ports are per local process."""
+    if mode not in INGRESS_MODES:
+        raise ValueError(f"ingress: unknown mode {mode!r}; choose one of {', '.join(INGRESS_MODES)}")
+    return {switch: "1" if mode == "haproxy" else "0" for switch in MODE_SWITCHES}
+
+
 def use_ingress(mode: str) -> None:
     """Put `ingress_env` into this process's environment, for the local Ray it starts next.
 

@@ -83,6 +83,17 @@ class Plan:
     verified: ModelApp | None = None
 
 
+@dataclass(frozen=True)
+class Desired:
+    """One pass's decisions: the resources by kind, their plans, and the Serve config."""
+
+    models: dict[ResourceKey, InferenceModel]
+    services: dict[ResourceKey, JointInferenceService]
+    plans: dict[ResourceKey, Plan]
+    joint_plans: dict[ResourceKey, JointPlan]
+    config: dict
+
+
 def app_name(key: ResourceKey) -> str:
     """Serve application name of a resource: unambiguous since namespaces hold no dots."""
     kind, namespace, name = key
@@ -120,8 +131,10 @@ class Reconciler:
             and (record := statuses.read(key)) is not None
         }
 
-    def reconcile(self, resources: Mapping[ResourceKey, Resource]) -> dict[ResourceKey, Status]:
-        """One pass; safe to call as often as wanted (it applies only on change)."""
+    def desired(self, resources: Mapping[ResourceKey, Resource]) -> Desired:
+        """Plan every resource (fetching and verifying archives) and build the Serve config,
+        without applying it: `reconcile` applies it, `jointserve export rayservice` prints it,
+        so both hand Serve the same verified versions."""
         models = {k: r for k, r in sorted(resources.items()) if isinstance(r, InferenceModel)}
         services = {k: r for k, r in sorted(resources.items()) if isinstance(r, JointInferenceService)}
         plans = {key: self._plan(key, model) for key, model in models.items()}
@@ -129,6 +142,13 @@ class Reconciler:
         joint_plans = self._plan_services(services, models, plans)
         config = build_serve_config([p.app for p in plans.values() if p.app], self.settings,
                                     [p.app for p in joint_plans.values() if p.app])
+        return Desired(models, services, plans, joint_plans, config)
+
+    def reconcile(self, resources: Mapping[ResourceKey, Resource]) -> dict[ResourceKey, Status]:
+        """One pass; safe to call as often as wanted (it applies only on change)."""
+        desired = self.desired(resources)
+        models, services, config = desired.models, desired.services, desired.config
+        plans, joint_plans = desired.plans, desired.joint_plans
         if config != self._applied:
             log.info("applying Serve config with %d application(s)", len(config["applications"]))
             self.backend.apply(config)

@@ -1,0 +1,90 @@
+"""deploy/rbac.yaml + deploy/operator.yaml against a real kube-apiserver: they apply, the
+Deployment is what the operator needs, and its ServiceAccount may do what the operator
+does and nothing more (RBAC evaluated by the API server, `kubectl auth can-i`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RBAC = REPO / "deploy" / "rbac.yaml"
+OPERATOR = REPO / "deploy" / "operator.yaml"
+NAMESPACE = "jointserve-system"
+SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:jointserve-operator"
+
+ALLOWED = [
+    ("watch", "inferencemodels.jointserve.io"),
+    ("update", "jointinferenceservices.jointserve.io"),
+    ("patch", "inferencemodels.jointserve.io", "--subresource=status"),
+    ("update", "inferencemodels.jointserve.io", "--subresource=finalizers"),
+    ("create", "events"),
+    ("create", "events.events.k8s.io"),
+    ("update", "leases.coordination.k8s.io"),
+    ("create", "deployments.apps"),
+    ("delete", "services"),
+]
+DENIED = [
+    ("delete", "secrets"),
+    ("get", "secrets"),
+    ("create", "pods"),
+    ("delete", "inferencemodels.jointserve.io"),  # users delete resources; the operator never
+    ("create", "clusterroles.rbac.authorization.k8s.io"),
+]
+
+
+@pytest.fixture(scope="module")
+def applied(kube_api: Any) -> Iterator[Any]:
+    done = kube_api.kubectl("apply", "-f", str(RBAC), "-f", str(OPERATOR))
+    try:
+        assert done.returncode == 0, done.stderr
+        # The namespace enforces the "restricted" Pod Security Standard and warns on workloads
+        # that break it: no warning means the operator's pod template meets it.
+        assert "Warning" not in done.stderr, done.stderr
+        yield kube_api
+    finally:
+        # Not the Namespace: without a controller-manager its deletion never finishes. It is
+        # empty once these are gone, and a later apply reuses it.
+        kube_api.kubectl("delete", "-n", NAMESPACE, "--ignore-not-found",
+                         "deployment/jointserve-operator", "serviceaccount/jointserve-operator")
+        kube_api.kubectl("delete", "--ignore-not-found", "clusterrolebinding/jointserve-operator",
+                         "clusterrole/jointserve-operator")
+
+
+def test_operator_deployment_is_created(applied: Any) -> None:
+    deployment = json.loads(applied.kubectl_ok("get", "deployment", "jointserve-operator",
+                                               "-n", NAMESPACE, "-o", "json"))
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2  # a Lease elects the one that reconciles
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "jointserve-operator"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["command"] + container["args"] == ["jointserve", "operator", "--kubeconfig", ""]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"]["requests"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    assert mounts[container["workingDir"]] in empty_dirs  # the default ./.jointserve is writable
+
+
+@pytest.mark.parametrize("check", ALLOWED, ids=" ".join)
+def test_service_account_may_do_what_the_operator_does(applied: Any, check: tuple[str, ...]) -> None:
+    assert _can_i(applied, check) == "yes"
+
+
+@pytest.mark.parametrize("check", DENIED, ids=" ".join)
+def test_service_account_may_do_nothing_more(applied: Any, check: tuple[str, ...]) -> None:
+    assert _can_i(applied, check) == "no"
+
+
+def _can_i(kube_api: Any, check: tuple[str, ...]) -> str:
+    # Exit code 1 means "no"; the answer on stdout is what counts (errors give neither word).
+    done = kube_api.kubectl("auth", "can-i", *check, f"--as={SERVICE_ACCOUNT}", "-n", "default")
+    answer = done.stdout.strip()
+    assert answer in {"yes", "no"}, f"kubectl auth can-i {' '.join(check)}: {done.stderr}"
+    return answer
