@@ -36,7 +36,6 @@ class JointServe:
 
     def __init__(self, example: Path, env: Mapping[str, str] | None = None) -> None:
         self.example = example
-        self.env = dict(env or {})
         self.workdir = Path(tempfile.mkdtemp(prefix="jointserve-bench-"))
         self.resources = self.workdir / "resources"
         self.port = free_port()
@@ -46,7 +45,7 @@ class JointServe:
                            "--state-dir", str(self.workdir / "state"),
                            "--file-server", str(example / "archives"),
                            "--file-server-port", str(self.file_port)],
-            self.workdir / "serve.log", env=env)
+            self.workdir / "serve.log", env=dict(env or {}))
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ import os
 import resource
 import select
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,8 +89,6 @@ class LoadResult:
 
 
 MAX_ERRORS = 20
-FIGURES = ("throughput_rps", "rate_rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
-           "max_ms", "failures", "requests", "loadgen_cpu_s")
 
 
 def run_load(
@@ -124,26 +121,6 @@ def run_load(
         result = _report(results_file)
         result.loadgen_cpu_s = cpu_s
         return result
-
-
-def repeat_load(targets: Sequence[Target], *, repeats: int = 3, **kw: Any) -> list[LoadResult]:
-    """`repeats` independent measurements of the same point (each with its own warm-up)."""
-    return [run_load(targets, **kw) for _ in range(repeats)]
-
-
-def summarise(results: Sequence[LoadResult]) -> dict[str, dict[str, float]]:
-    """Median and spread (min, max) of each figure over repeated measurements."""
-    if not results:
-        raise ValueError("nothing to summarise")
-    summary: dict[str, dict[str, float]] = {}
-    for name in FIGURES:
-        values = [float(getattr(r, name)) for r in results]
-        summary[name] = {
-            "median": statistics.median(values),
-            "min": min(values),
-            "max": max(values),
-        }
-    return summary
 
 
 def generator_ceiling(duration_s: float = 3.0, concurrency: int = 8) -> LoadResult:

@@ -14,6 +14,7 @@ import argparse
 import json
 import platform
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -128,6 +129,12 @@ class Runner:
     # -- the run -----------------------------------------------------------------------
 
     def run(self) -> Path:
+        try:
+            return self._run()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)  # the unpacked models
+
+    def _run(self) -> Path:
         from benchmarks.systems import NaiveRayServe, PlainHttp, SednaStyle, unpack_example_models
 
         models = unpack_example_models(EXAMPLE / "archives", self.workdir / "models")

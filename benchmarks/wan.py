@@ -28,7 +28,6 @@ plus more for TLS), bandwidth limits and loss.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import tempfile
 import time
@@ -39,6 +38,7 @@ from typing import IO, Any
 import httpx
 
 from benchmarks import tools
+from benchmarks.systems import free_port
 
 _LATENCY = "wan_latency"  # names of the toxics set_rtt manages
 _STREAMS = ("upstream", "downstream")
@@ -63,7 +63,7 @@ class Toxiproxy:
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> Toxiproxy:
-        self.port = _free_port()
+        self.port = free_port()  # chosen before the server starts: toxiproxy needs it as a flag
         # toxiproxy logs every connection; keep it out of the benchmark's output but at hand.
         self._log = tempfile.NamedTemporaryFile(prefix="toxiproxy-", suffix=".log")
         self._proc = subprocess.Popen(
@@ -181,14 +181,6 @@ class Toxiproxy:
 
     def log_text(self) -> str:
         return Path(self._log.name).read_text(errors="replace") if self._log else ""
-
-
-def _free_port() -> int:
-    # The API port must be chosen before the server starts; the tiny window between closing
-    # this socket and toxiproxy binding it is acceptable on a loopback-only benchmark host.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def measure_added_latency(
