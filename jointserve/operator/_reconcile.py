@@ -7,6 +7,11 @@ Both sources (directory, Kubernetes) feed the same `Reconciler`. The rule that k
 safe: a version is only ever handed to Serve after its archive downloaded, matched its sha256,
 unpacked safely and loaded in onnxruntime. When the target version fails any of that, the
 version that was serving keeps serving and the status says why.
+
+Kubernetes mode adds three hooks, all optional: `events` hears what happened to a resource
+(fetching, and every condition that changed: the Events `kubectl describe` shows), `images`
+runs spec.image models outside Ray (a Deployment + Service), and `wanted` lets a download be
+abandoned once no resource wants its model any more (deleted mid-download).
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from jointserve.api import (
+    Condition,
     InferenceModel,
     InferenceModelStatus,
     JointInferenceService,
@@ -28,13 +34,13 @@ from jointserve.api import (
     set_condition,
 )
 from jointserve.protocol import LoadedModel
-from jointserve.store import ArtifactError, ArtifactStore, ProgressCallback
+from jointserve.store import ArtifactError, ArtifactStore, ProgressCallback, redact_url
 
 from ._directory import ResourceKey
 from ._joint import JointPlan, plan_service, service_status
 from ._ray import AppState
 from ._serve_config import ModelApp, ServeSettings, build_serve_config
-from ._status_store import StatusStore
+from ._status_store import StatusRecords
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,9 @@ TRANSIENT_REASONS = {"DownloadFailed", "HTTPError"}
 RETRY_MIN_S = 5.0
 RETRY_MAX_S = 300.0
 
+# (resource, type "Normal" | "Warning", reason, message): one Kubernetes Event's worth.
+EventSink = Callable[[ResourceKey, str, str, str], None]
+
 
 class Backend(Protocol):
     """What the reconciler needs of Ray Serve (jointserve.operator._ray.ServeBackend)."""
@@ -58,6 +67,22 @@ class Backend(Protocol):
     def service_counters(self) -> dict[str, dict[str, int]]: ...
 
     def forget_service_counters(self, app_name: str) -> None: ...
+
+
+class ImageWorkload(Protocol):
+    """What an image runner reports of one spec.image model."""
+
+    url: str
+    ready: bool
+    message: str
+
+
+class ImageRunner(Protocol):
+    """Runs spec.image models outside Ray (jointserve.operator._kube_workloads.ImageWorkloads).
+
+    `ensure` raises an exception carrying a `reason` when the workload cannot be created."""
+
+    def ensure(self, model: dict[str, Any]) -> ImageWorkload: ...
 
 
 @dataclass(frozen=True)
@@ -108,10 +133,14 @@ class Reconciler:
         self,
         backend: Backend,
         store: ArtifactStore,
-        statuses: StatusStore,
+        statuses: StatusRecords,
         settings: ServeSettings,
         public_url: str,
         progress: Callable[[str], ProgressCallback | None] = lambda _label: None,
+        *,
+        events: EventSink | None = None,
+        images: ImageRunner | None = None,
+        wanted: Callable[[str], bool] = lambda _model_name: True,
     ) -> None:
         self.backend = backend
         self.store = store
@@ -119,6 +148,9 @@ class Reconciler:
         self.settings = settings
         self.public_url = public_url
         self._progress = progress
+        self._events = events
+        self._images = images
+        self._wanted = wanted
         self._verified: dict[tuple[str, str, str, str], Verification] = {}
         self._deployed: dict[ResourceKey, ModelApp] = {}
         self._applied: dict | None = None
@@ -158,7 +190,11 @@ class Reconciler:
         self._seen_running &= set(states)  # an application deleted and redeployed starts over
         out: dict[ResourceKey, Status] = {}
         for key, model in models.items():
-            out[key] = self._save(key, model, self._status(key, model, plans[key], states))
+            if model.spec.image and self._images is not None:
+                status = self._image_status(key, model)
+            else:
+                status = self._status(key, model, plans[key], states)
+            out[key] = self._save(key, model, status)
         counters = self.backend.service_counters() if services else {}
         for key, service in services.items():
             plan = joint_plans[key]
@@ -190,10 +226,23 @@ class Reconciler:
 
     def _save(self, key: ResourceKey, resource: Resource, status: Status) -> Status:
         record = _record(resource, status)
-        if record != self._records.get(key):
+        previous = self._records.get(key)
+        if record != previous:
             self.statuses.write(key, record)
             self._records[key] = record
+            self._report_changes(key, (previous or {}).get("status", {}), status)
         return status
+
+    def _report_changes(self, key: ResourceKey, before: dict, status: Status) -> None:
+        """One event per condition that changed in this pass (status, reason or message)."""
+        if self._events is None:
+            return
+        old = {c["type"]: (c["status"], c.get("reason", ""), c.get("message", ""))
+               for c in before.get("conditions", [])}
+        for cond in status.conditions:
+            if old.get(cond.type) != (cond.status, cond.reason, cond.message):
+                self._events(key, _event_type(cond), cond.reason or cond.type,
+                             f"{cond.type}={cond.status}: {cond.message}")
 
     def _saved(self, key: ResourceKey, status_type: type[S]) -> S:
         saved = (self._records.get(key) or {}).get("status")
@@ -207,13 +256,15 @@ class Reconciler:
     def _plan(self, key: ResourceKey, model: InferenceModel) -> Plan:
         spec = model.spec
         if spec.image:
+            if self._images is not None:  # run by the image runner in reconcile(), not Serve
+                return Plan(None, None, Verification(True, "ImageReference", f"image {spec.image}"))
             return Plan(None, None, Verification(
                 False, "ImageNotSupported",
                 "spec.image models run as Kubernetes Deployments (Kubernetes mode); "
                 "embedded mode serves spec.manifest archives"))
         target = spec.target_file()
         assert target is not None  # the schema requires image or manifest
-        verification = self._verify(spec.modelName, target)
+        verification = self._verify(key, spec.modelName, target)
         if verification.ok:
             app: ModelApp | None = ModelApp(
                 app_name=app_name(key),
@@ -250,12 +301,17 @@ class Reconciler:
         return ModelApp(app_name(key), model.spec.modelName, model.spec.deployToLayer,
                         entry.version, entry.downloadURL, entry.sha256sum)
 
-    def _verify(self, model_name: str, entry: ModelFile) -> Verification:
+    def _verify(self, key: ResourceKey, model_name: str, entry: ModelFile) -> Verification:
         memo_key = (model_name, entry.version, entry.downloadURL, entry.sha256sum)
         known = self._verified.get(memo_key)
         if known and (known.ok or known.retry_at is None or time.monotonic() < known.retry_at):
             return known
+        if self._events and not self.store.is_cached(model_name, entry.version, entry.sha256sum):
+            self._events(key, "Normal", "Fetching",
+                         f"fetching {entry.version} from {redact_url(entry.downloadURL)}")
         result = self._fetch_and_check(model_name, entry)
+        if result.reason == "Cancelled":
+            return result  # not remembered: a resource that still wants it must fetch again
         if not result.ok and result.reason in TRANSIENT_REASONS:
             attempts = known.attempts + 1 if known else 1
             delay = min(RETRY_MAX_S, RETRY_MIN_S * 2 ** (attempts - 1))
@@ -267,7 +323,7 @@ class Reconciler:
         label = f"{model_name} {entry.version}"
         try:
             fetched = self.store.fetch(model_name, entry.version, entry.downloadURL,
-                                       entry.sha256sum, progress=self._progress(label))
+                                       entry.sha256sum, progress=self._cancellable(model_name, label))
         except ArtifactError as exc:
             log.error("%s: %s", label, exc)
             return Verification(False, exc.reason, str(exc))
@@ -279,7 +335,47 @@ class Reconciler:
         source = "cached" if fetched.cache_hit else "downloaded"
         return Verification(True, "Verified", f"{entry.version} {source}, sha256 matches, model loads")
 
+    def _cancellable(self, model_name: str, label: str) -> ProgressCallback:
+        """The progress callback, which also gives up once `model_name` is no longer wanted."""
+        shown = self._progress(label)
+
+        def report(done: int, total: int | None) -> None:
+            if not self._wanted(model_name):
+                raise ArtifactError("Cancelled", label, f"fetch of {label} cancelled: "
+                                    "no resource wants this model any more")
+            if shown is not None:
+                shown(done, total)
+
+        return report
+
     # -- status -------------------------------------------------------------------------
+
+    def _image_status(self, key: ResourceKey, model: InferenceModel) -> InferenceModelStatus:
+        """Status of a spec.image model, from the workload its image runner keeps."""
+        assert self._images is not None
+        generation = model.metadata.generation
+        conditions = list(self._saved_status(key).conditions)
+        document = {"apiVersion": model.apiVersion, "kind": model.kind,
+                    **model.model_dump(mode="json", exclude={"status"}, exclude_none=True)}
+        try:
+            workload = self._images.ensure(document)
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong goes into the status
+            reason = getattr(exc, "reason", "WorkloadFailed")
+            for type_ in ("Ready", "Progressing"):
+                conditions = set_condition(conditions, type_, "False", reason, str(exc), generation)
+            return InferenceModelStatus(observedGeneration=generation, conditions=conditions)
+        image = f"image {model.spec.image} (pulled and run by the kubelet)"
+        conditions = set_condition(conditions, "ArtifactVerified", "True", "ImageReference",
+                                   image, generation)
+        ready = "True" if workload.ready else "False"
+        conditions = set_condition(conditions, "Ready", ready,
+                                   "Serving" if workload.ready else "ReplicasNotReady",
+                                   workload.message, generation)
+        conditions = set_condition(conditions, "Progressing", "False" if workload.ready else "True",
+                                   "Complete" if workload.ready else "Deploying",
+                                   workload.message, generation)
+        return InferenceModelStatus(url=workload.url, observedGeneration=generation,
+                                    conditions=conditions)
 
     def _status(self, key: ResourceKey, model: InferenceModel, plan: Plan,
                 states: dict[str, AppState]) -> InferenceModelStatus:
@@ -333,6 +429,17 @@ def _progress_condition(plan: Plan, state: AppState | None) -> tuple[str, str, s
     if state is None or state.status != "RUNNING":
         return ("True", "Deploying", f"rolling out {app.version}")
     return ("False", "Complete", f"{app.version} rolled out")
+
+
+# Conditions that report a problem when False; other False conditions (Deploying, scaled to
+# zero, rollout complete) are routine.
+_ROUTINE_FALSE = {"Deploying", "ScaledToZero", "Complete", "ReplicasNotReady"}
+
+
+def _event_type(cond: Condition) -> str:
+    if cond.status == "False" and cond.reason not in _ROUTINE_FALSE:
+        return "Warning"
+    return "Normal"
 
 
 def _camel(status: str) -> str:

@@ -10,9 +10,22 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ._directory import ResourceKey
+
+
+class StatusRecords(Protocol):
+    """Where the reconciler keeps {"resource": ..., "status": ...} records: files here, the
+    status subresource in Kubernetes mode (jointserve.operator._kube_status)."""
+
+    def read(self, key: ResourceKey) -> dict[str, Any] | None: ...
+
+    def write(self, key: ResourceKey, record: dict[str, Any]) -> None: ...
+
+    def delete(self, key: ResourceKey) -> None: ...
+
+    def keys(self) -> list[ResourceKey]: ...
 
 
 class StatusStore:

@@ -6,8 +6,8 @@ unpacking anything, unpacks it safely and renames it into `<root>/<model>/<versi
 Failures are ArtifactErrors whose `reason` goes straight into a status condition.
 """
 
-from ._errors import ArtifactError
+from ._errors import ArtifactError, redact_url
 from ._fetch import ProgressCallback
 from ._store import ArtifactStore, FetchResult
 
-__all__ = ["ArtifactError", "ArtifactStore", "FetchResult", "ProgressCallback"]
+__all__ = ["ArtifactError", "ArtifactStore", "FetchResult", "ProgressCallback", "redact_url"]

@@ -18,6 +18,7 @@ ArtifactReason = Literal[
     "UnsafeArchive",
     "ArchiveTooLarge",
     "UnsupportedArchive",
+    "Cancelled",
 ]
 _REASONS = frozenset(get_args(ArtifactReason))
 
@@ -30,7 +31,8 @@ class ArtifactError(Exception):
     scheme, unreadable file:// path), HTTPError (4xx, or 5xx after retries; the message
     includes the status code), Sha256Mismatch, ArchiveCorrupt, UnsafeArchive (absolute path,
     '..', link leaving the directory, device file), ArchiveTooLarge (bomb cap),
-    UnsupportedArchive. `url` is the artifact URL with any password redacted.
+    UnsupportedArchive, Cancelled (the caller's progress callback gave up: nobody wants the
+    version any more). `url` is the artifact URL with any password redacted.
     """
 
     def __init__(self, reason: ArtifactReason, url: str, message: str) -> None:

@@ -75,6 +75,13 @@ class ArtifactStore:
         """True if the version directory exists and was unpacked from an archive with `sha256`."""
         return _recorded_sha256(self.path_for(model, version)) == _normalize_sha256(sha256)
 
+    def remove(self, model: str) -> None:
+        """Delete every version of `model`: its resource is gone. Failures are logged."""
+        model_dir = self.root / _component("model", model)
+        if model_dir.exists():
+            log.info("removing %s: no resource serves %s any more", model_dir, model)
+            _remove(model_dir)
+
     def fetch(
         self,
         model: str,
