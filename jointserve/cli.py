@@ -1,6 +1,7 @@
 """The `jointserve` command: serve a directory of resources, inspect status, generate CRDs.
 
     jointserve serve DIR [--file-server ARCHIVES]   embedded mode: local Ray + directory operator
+    jointserve operator [--kubeconfig FILE]         Kubernetes mode: watch the API, serve on Ray
     jointserve get [im|jis]                         kubectl-like table of resources and status
     jointserve status                               conditions of every resource, file errors
     jointserve crds [--out deploy/crds]             regenerate the CRDs from the schemas
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -56,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
                             "replica's port (default, fast), or Ray Serve's Python proxy")
     serve.set_defaults(func=_cmd_serve)
 
+    _add_operator_parser(sub)
+
     get = sub.add_parser("get", help="list resources with their status")
     get.add_argument("kind", nargs="?", default="inferencemodels", choices=sorted(_KIND_NAMES),
                      help="inferencemodels (im, default) or jointinferenceservices (jis)")
@@ -97,6 +101,106 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_operator_parser(sub: Any) -> None:
+    op = sub.add_parser("operator", help="Kubernetes mode: reconcile the cluster's jointserve "
+                                         "resources into Ray Serve")
+    op.add_argument("--kubeconfig", type=Path, default=None,
+                    help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config; '' inside a "
+                         "pod: its service account)")
+    op.add_argument("--namespace", default=None, help="watch one namespace (default: all)")
+    op.add_argument("--host", default="127.0.0.1", help="Serve's HTTP host")
+    op.add_argument("--port", type=int, default=8000, help="Serve's HTTP port")
+    op.add_argument("--public-url", default=None,
+                    help="status.url of Ray-served models (default: http://HOST:PORT)")
+    op.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                    help="where the model store lives (default: ./.jointserve)")
+    op.add_argument("--ray-address", default=None,
+                    help="join this Ray cluster instead of starting a local one")
+    op.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy")
+    op.add_argument("--file-server", type=Path, default=None, metavar="DIR",
+                    help="also serve DIR over HTTP on loopback (the example's model archives)")
+    op.add_argument("--file-server-port", type=int, default=8808)
+    op.add_argument("--image-port", type=int, default=8080,
+                    help="container port of spec.image models' servers (Deployment + Service)")
+    op.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
+                    help="namespace of the leader-election Lease (default: $POD_NAMESPACE or "
+                         "default)")
+    op.add_argument("--lease-name", default="jointserve-operator")
+    op.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",
+                    help="how long a Lease outlives a leader that stopped renewing it "
+                         "(default 15, as Kubernetes' own controllers)")
+    op.add_argument("--identity", default=None,
+                    help="this replica's name in the Lease (default: hostname + random suffix)")
+    op.set_defaults(func=_cmd_operator)
+
+
+# -- operator -------------------------------------------------------------------------------
+
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from jointserve._file_server import FileServer
+    from jointserve.operator import kube
+
+    api_client = kube.kube_client(args.kubeconfig if args.kubeconfig != Path("") else None)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    file_server = FileServer(args.file_server, port=args.file_server_port) if args.file_server else None
+    if file_server:
+        print(f"file server: {file_server.url}/ serves {args.file_server}", flush=True)
+    source = kube.KubeSource(api_client, args.namespace)
+    source.start(stop)
+    identity = args.identity or kube.default_identity()
+    # Renew well before the Lease would expire, and retry often enough to meet that deadline.
+    elector = kube.LeaderElector(api_client, args.lease_namespace, args.lease_name, identity,
+                                 lease_duration_s=args.lease_duration,
+                                 renew_deadline_s=args.lease_duration * 2 / 3,
+                                 retry_period_s=args.lease_duration / 7.5)
+    print(f"operator {identity}: waiting for the Lease {args.lease_namespace}/{args.lease_name}",
+          flush=True)
+
+    settings = _kube_settings(args)
+    backend = None
+
+    def lead(lost: threading.Event) -> None:
+        nonlocal backend
+        if not source.wait_synced(stop):
+            return
+        # Ray and Serve once, on first leading: a standby replica leaves them alone.
+        if backend is None:
+            backend = kube.start_serve(settings, args.ray_address, args.ingress)
+            _stop_on_signals(stop)  # ray.init installs a SIGTERM handler of its own
+        operator = kube.build_operator(api_client, source, backend, settings, identity,
+                                       image_port=args.image_port, progress=ProgressPrinter)
+        print(f"operator {identity}: leading; Ray Serve at http://{args.host}:{args.port}",
+              flush=True)
+        operator.run(stop, lost)
+
+    # Losing the Lease (the API server unreachable past the renew deadline, or another replica
+    # took over) pauses reconciling; the watches keep the cache current meanwhile, and the
+    # next term starts from the cluster's statuses. So campaign again rather than exit.
+    while elector.run(lead, stop) and not stop.is_set():
+        print(f"operator {identity}: lost the Lease; waiting to lead again", file=sys.stderr,
+              flush=True)
+    if file_server:
+        file_server.stop()
+    return 0
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """Ctrl-C and SIGTERM (a pod's shutdown) stop gracefully: the Lease is released, files
+    are complete."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+
+def _kube_settings(args: argparse.Namespace) -> Any:
+    from jointserve.operator import kube
+
+    return kube.KubeSettings(
+        store_dir=args.state_dir.resolve() / "store", host=args.host, port=args.port,
+        public_url=args.public_url or f"http://{args.host}:{args.port}",
+        version=package_version("jointserve"))
+
+
 # -- bench --------------------------------------------------------------------------------
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -135,8 +239,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                             statuses, settings, public_url, progress=ProgressPrinter)
     operator = DirectoryOperator(DirectorySource(args.directory), reconciler, statuses)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    _stop_on_signals(stop)
     worker = threading.Thread(target=operator.run, args=(stop,), name="operator", daemon=True)
     worker.start()
     _announce_when_ready(statuses, operator.first_pass, args.directory, public_url, stop)

@@ -1,0 +1,83 @@
+"""Kubernetes mode, assembled: what `jointserve operator` runs.
+
+    KubeSource (list + watch)  ->  KubeOperator (finalizers, clean-up)  ->  Reconciler
+                                                                          -> Ray Serve (manifest models)
+                                                                          -> ImageWorkloads (spec.image)
+    KubeStatus (status subresource) and KubeEvents (core/v1 Events) report back;
+    LeaderElector (a Lease) lets one of several operator replicas do all this.
+
+Imported only by that command, so embedded mode never loads the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes import client
+
+from jointserve.store import ArtifactStore, ProgressCallback
+
+from ._kube_leader import LeaderElector
+from ._kube_operator import FINALIZER, KubeOperator
+from ._kube_source import KubeSource, kube_client
+from ._kube_status import KubeEvents, KubeStatus
+from ._kube_workloads import ImageWorkloads
+from ._ray import ServeBackend, connect_ray, start_local_ray
+from ._reconcile import Reconciler
+from ._serve_config import ServeSettings
+
+__all__ = ["FINALIZER", "KubeOperator", "KubeSettings", "KubeSource", "LeaderElector",
+           "build_operator", "default_identity", "kube_client", "start_serve"]
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    store_dir: Path  # the operator's model store (archives are verified here first)
+    host: str  # Serve's HTTP host and port
+    port: int
+    public_url: str  # status.url of Ray-served models
+    version: str  # jointserve's version, for the replicas' runtime environment
+
+
+def default_identity() -> str:
+    """This replica's name in the Lease: the pod's name in a cluster, plus a random suffix so
+    a restarted process never mistakes its predecessor's Lease for its own."""
+    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+def start_serve(settings: KubeSettings, ray_address: str | None = None,
+                ingress: str = "haproxy") -> ServeBackend:
+    """Join the Ray cluster at `ray_address` (or start a local one) and start Serve on it."""
+    if ray_address:
+        connect_ray(ray_address)
+    else:
+        start_local_ray(ingress=ingress)
+    return ServeBackend(settings.host, settings.port)
+
+
+def build_operator(api_client: client.ApiClient, source: KubeSource, backend: ServeBackend,
+                   settings: KubeSettings, identity: str, *, image_port: int = 8080,
+                   progress: Callable[[str], ProgressCallback | None] = lambda _label: None,
+                   ) -> KubeOperator:
+    """The operator for one leadership term: built afresh each time this replica leads, so
+    it starts from the statuses in the cluster (another leader may have written them)."""
+    store = ArtifactStore(settings.store_dir)
+    serve_settings = ServeSettings(store_root=str(settings.store_dir), host=settings.host,
+                                   port=settings.port, version=settings.version)
+    events = KubeEvents(api_client, source, identity)
+    operator: KubeOperator | None = None
+
+    def wanted(model_name: str) -> bool:
+        return operator is None or operator.wanted(model_name)
+
+    workloads = ImageWorkloads(api_client, port=image_port)
+    reconciler = Reconciler(backend, store, KubeStatus(api_client, source), serve_settings,
+                            settings.public_url, progress, events=events, images=workloads,
+                            wanted=wanted)
+    operator = KubeOperator(source, reconciler, client.CustomObjectsApi(api_client), backend,
+                            store, events, workloads)
+    return operator
