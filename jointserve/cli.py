@@ -140,7 +140,12 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     from jointserve._file_server import FileServer
     from jointserve.operator import kube
 
-    api_client = kube.kube_client(args.kubeconfig if args.kubeconfig != Path("") else None)
+    try:
+        api_client = kube.kube_client(args.kubeconfig if args.kubeconfig != Path("") else None)
+    except (kube.ConfigException, OSError) as exc:
+        print(f"jointserve: cannot use kubeconfig {args.kubeconfig or '(default)'}: {exc}",
+              file=sys.stderr)
+        return 2
     stop = threading.Event()
     _stop_on_signals(stop)
     file_server = FileServer(args.file_server, port=args.file_server_port) if args.file_server else None

@@ -52,3 +52,10 @@ def test_status_shows_conditions_and_file_errors(state: Path, capsys: pytest.Cap
 def test_crds_writes_the_generated_files(tmp_path: Path) -> None:
     assert main(["crds", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "inferencemodels.jointserve.io.yaml").exists()
+
+
+def test_operator_without_a_usable_kubeconfig_says_so(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    assert main(["operator", "--kubeconfig", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot use kubeconfig" in err and str(tmp_path / "missing") in err

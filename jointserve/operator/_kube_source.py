@@ -164,8 +164,10 @@ class KubeSource:
                              PLURALS[kind], state.resource_version)
                     state.resource_version = None
                     continue
-                log.warning("%s: API error %s %s; retrying in %.1fs", PLURALS[kind], exc.status,
-                            exc.reason, delay)
+                hint = (" (are the CRDs installed? kubectl apply -f deploy/crds/)"
+                        if exc.status == 404 else "")
+                log.warning("%s: API error %s %s%s; retrying in %.1fs", PLURALS[kind],
+                            exc.status, exc.reason, hint, delay)
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 log.warning("%s: API server unreachable (%s); retrying in %.1fs",
                             PLURALS[kind], exc.__class__.__name__, delay)

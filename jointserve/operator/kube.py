@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubernetes import client
+from kubernetes.config import ConfigException
 
 from jointserve.store import ArtifactStore, ProgressCallback
 
@@ -30,7 +31,7 @@ from ._ray import ServeBackend, connect_ray, start_local_ray
 from ._reconcile import Reconciler
 from ._serve_config import ServeSettings
 
-__all__ = ["FINALIZER", "KubeOperator", "KubeSettings", "KubeSource", "LeaderElector",
+__all__ = ["FINALIZER", "ConfigException", "KubeOperator", "KubeSettings", "KubeSource", "LeaderElector",
            "build_operator", "default_identity", "kube_client", "start_serve"]
 
 
