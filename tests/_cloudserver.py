@@ -1,7 +1,7 @@
 """A real OIP v2 model server on loopback, for the gateway's cloud fault tests.
 
 The gateway calls the cloud model over HTTP (`POST <base>/v2/models/<name>/infer`) with a
-pooled keep-alive httpx client. This server answers those calls with a real ONNX model,
+pooled keep-alive client (aiohttp). This server answers those calls with a real ONNX model,
 through the same data plane the Serve replicas use, and can be made slow, failing or dead:
 
     server = CloudServer(model_dir, "digits-cloud")
@@ -62,6 +62,7 @@ class CloudServer:
         self._mode_gen = 0  # bumped by behave(): releases "hang"
         self._run_gen = 0  # bumped by stop(): releases "hang" and "slow"
         self._requests = 0
+        self._accepted = 0
         self._port = port
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -88,6 +89,12 @@ class CloudServer:
         """Requests received since creation, whatever happened to them."""
         with self._cond:
             return self._requests
+
+    @property
+    def connection_count(self) -> int:
+        """Connections accepted since creation: a pooled client opens one per concurrent call."""
+        with self._cond:
+            return self._accepted
 
     def behave(self, mode: str, delay_s: float = 0.0) -> None:
         """Answer the following requests (and any request hanging now) in `mode`."""
@@ -179,6 +186,8 @@ class _Server(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._conn_lock:
             self._connections.add(request)
+        with self.cloud._cond:
+            self.cloud._accepted += 1
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:

@@ -2,7 +2,7 @@
 
 No Ray here: the edge model is the example's real ONNX edge v1, and the cloud is a real OIP
 server (tests/_cloudserver.py) running the example's cloud model, reached with the gateway's
-pooled httpx client. The server is made slow, failing, garbage-speaking or dead to check that
+pooled HTTP client (HttpCloud). The server is made slow, failing, garbage-speaking or dead to check that
 every fault turns into the edge answer with its reason, in time, and that the breaker opens
 and closes. The Serve deployment around JointModel is covered in test_joint_serving.py.
 """
@@ -74,6 +74,7 @@ def samples(example: Path) -> tuple[np.ndarray, np.ndarray]:
 def _joint(models: dict[str, Path], cloud: Any, *, policy: str = "MaxProb",
            parameters: dict | None = None, threshold: int = 3, cooldown_s: float = 60.0,
            max_in_flight: int = 64, writer: HardExampleWriter | None = None) -> JointModel:
+    _CLOUDS.append(cloud)
     return JointModel(
         name="digits",
         edge=LoadedModel.load("digits-edge", "v1", models["digits-edge-v1"]),
@@ -100,10 +101,14 @@ def _one_event_loop() -> Iterator[None]:
     with asyncio.Runner() as runner:
         _RUNNER = runner
         yield
+        for cloud in _CLOUDS:  # closed on the loop their connections belong to, as a replica does
+            runner.run(cloud.aclose())
+        _CLOUDS.clear()
     _RUNNER = None
 
 
 _RUNNER: asyncio.Runner | None = None
+_CLOUDS: list[Any] = []  # the cloud clients the running test made
 
 
 def _run(coro: Any) -> Any:
@@ -154,6 +159,33 @@ def test_hard_input_is_answered_by_the_cloud(models, cloud_server, samples):
     assert params["hem_score"] > 0.4 and params["hem_policy"] == "MaxProb"
     assert "fallback_reason" not in params
     assert _label(answer) == [samples[1][hard]]  # edge v1 got it wrong; the cloud does not
+
+
+def test_hard_inputs_share_one_kept_alive_connection(models, cloud_server, samples):
+    joint = _joint(models, HttpCloud(cloud_server.infer_url, 8))
+    hard, _ = _hard_and_easy(joint, samples)
+    before = cloud_server.connection_count
+    for _ in range(5):
+        answer, _ = _infer(joint, _request(samples[0][hard]))
+        assert answer["parameters"]["tier"] == "cloud"
+    assert cloud_server.connection_count - before == 1  # one handshake, not one per request
+
+
+def test_a_late_cloud_answer_is_not_taken_for_the_next_request(models, cloud_server, samples):
+    X, _ = samples
+    joint = _joint(models, HttpCloud(cloud_server.infer_url, 8))
+    edge_probs = joint.edge.model.run({"input": X})["probabilities"]
+    cloud_labels = LoadedModel.load("c", "v1", models["digits-cloud-v1"]).model.run({"input": X})["label"]
+    first = next(i for i in range(len(X)) if edge_probs[i].max() < 0.6)
+    second = next(i for i in range(len(X))
+                  if edge_probs[i].max() < 0.6 and cloud_labels[i] != cloud_labels[first])
+    cloud_server.behave("slow", delay_s=DEADLINE_S * 2)
+    answer, _ = _infer(joint, _request(X[first]))
+    assert answer["parameters"]["fallback_reason"] == "cloud_timeout"
+    cloud_server.behave("ok")
+    answer, _ = _infer(joint, _request(X[second]))  # while the first answer is still on its way
+    assert answer["parameters"]["tier"] == "cloud"
+    assert _label(answer) == [cloud_labels[second]]
 
 
 def test_a_batch_sends_only_its_hard_rows_and_merges_the_answers(models, cloud_server, samples):
