@@ -54,6 +54,11 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
 
 @pytest.fixture(scope="module")
 def kube(kube_api: KubeAPIServer) -> KubeAPIServer:
+    # The operator watches every namespace, as the command does: resources earlier
+    # modules left on the shared server (no operator ran for them, so no finalizers) would
+    # be served too and share model names with ours. This module starts from none.
+    kube_api.kubectl_ok("delete", "inferencemodels,jointinferenceservices", "--all",
+                        "--all-namespaces", "--wait=false")
     kube_api.kubectl_ok("create", "namespace", NS)
     return kube_api
 
