@@ -100,3 +100,12 @@ def test_410_gone_lists_again(kube: KubeAPIServer) -> None:
         until(lambda: src.get(key("listed"))["spec"].get("replicas") == 2, "the watch after it")
     finally:
         stop.set()
+
+
+def test_wants_a_model_while_a_live_resource_serves_it(kube: KubeAPIServer,
+                                                       source: KubeSource) -> None:
+    kube.kubectl_ok("apply", "-n", NS, "-f", "-", input=model("wanted"))
+    until(lambda: source.wants_model("wanted"), "the model wanted")
+    assert not source.wants_model("nobody-serves-this")
+    kube.kubectl_ok("delete", "im", "wanted", "-n", NS)
+    until(lambda: not source.wants_model("wanted"), "the model no longer wanted")

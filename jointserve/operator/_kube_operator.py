@@ -76,12 +76,6 @@ class KubeOperator:
         else:
             self.first_pass.set()
 
-    def wanted(self, model_name: str) -> bool:
-        """True while a live InferenceModel serves `model_name` (downloads check this)."""
-        return any(key[0] == InferenceModel.KIND and not is_deleting(obj)
-                   and obj.get("spec", {}).get("modelName") == model_name
-                   for key, obj in self.source.objects().items())
-
     # -- resources --------------------------------------------------------------------------
 
     def _resources(self, live: Mapping[ResourceKey, dict[str, Any]]) -> dict[ResourceKey, Resource]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,13 @@ class KubeSource:
                 errors[key] = str(exc)
         return resources, errors
 
+    def wants_model(self, model_name: str) -> bool:
+        """True while an InferenceModel not being deleted serves `model_name` (a download for
+        it is worth finishing)."""
+        return any(key[0] == InferenceModel.KIND and not is_deleting(obj)
+                   and obj.get("spec", {}).get("modelName") == model_name
+                   for key, obj in self.objects().items())
+
     def relists(self, kind: str) -> int:
         """How many times `kind` was listed (1 + one per 410 Gone): for logs and tests."""
         return self._kinds[kind].relists
@@ -174,12 +181,18 @@ class KubeSource:
             stop.wait(delay)
             delay = min(RETRY_MAX_S, delay * 2)
 
+    def _lister(self, kind: str) -> tuple[Callable[..., Any], tuple[str, ...]]:
+        """The list call for `kind` and its arguments: one namespace, or the whole cluster.
+        The same call lists and, with watch=True, watches."""
+        if self.namespace:
+            return (self.api.list_namespaced_custom_object,
+                    (API_GROUP, VERSION, self.namespace, PLURALS[kind]))
+        return self.api.list_cluster_custom_object, (API_GROUP, VERSION, PLURALS[kind])
+
     def _list(self, kind: str) -> str:
         plural = PLURALS[kind]
-        if self.namespace:
-            answer = self.api.list_namespaced_custom_object(API_GROUP, VERSION, self.namespace, plural)
-        else:
-            answer = self.api.list_cluster_custom_object(API_GROUP, VERSION, plural)
+        func, args = self._lister(kind)
+        answer = func(*args)
         listed = {object_key(obj): obj for obj in answer["items"]}
         with self._lock:
             stale = [k for k in self._objects if k[0] == kind and k not in listed]
@@ -194,11 +207,8 @@ class KubeSource:
         return rv
 
     def _watch(self, kind: str, state: _KindState, stop: threading.Event) -> None:
-        plural, w = PLURALS[kind], watch.Watch()
-        args: tuple = (API_GROUP, VERSION, self.namespace, plural) if self.namespace else (
-            API_GROUP, VERSION, plural)
-        func = (self.api.list_namespaced_custom_object if self.namespace
-                else self.api.list_cluster_custom_object)
+        w = watch.Watch()
+        func, args = self._lister(kind)
         # timeout_seconds: the server closes the watch; _request_timeout: a dead connection
         # (API server killed) is noticed on the client side too.
         for event in w.stream(func, *args, resource_version=state.resource_version,

@@ -70,15 +70,9 @@ def build_operator(api_client: client.ApiClient, source: KubeSource, backend: Se
     serve_settings = ServeSettings(store_root=str(settings.store_dir), host=settings.host,
                                    port=settings.port, version=settings.version)
     events = KubeEvents(api_client, source, identity)
-    operator: KubeOperator | None = None
-
-    def wanted(model_name: str) -> bool:
-        return operator is None or operator.wanted(model_name)
-
     workloads = ImageWorkloads(api_client, port=image_port)
     reconciler = Reconciler(backend, store, KubeStatus(api_client, source), serve_settings,
                             settings.public_url, progress, events=events, images=workloads,
-                            wanted=wanted)
-    operator = KubeOperator(source, reconciler, client.CustomObjectsApi(api_client), backend,
-                            store, events, workloads)
-    return operator
+                            wanted=source.wants_model)
+    return KubeOperator(source, reconciler, client.CustomObjectsApi(api_client), backend,
+                        store, events, workloads)
