@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EXAMPLE := examples/digits
 EXAMPLE_BUILT := $(EXAMPLE)/archives/.built
 
-.PHONY: serve test bench install example crds kube-tools clean
+.PHONY: serve test bench install lock example crds kube-tools clean
 
 serve: $(EXAMPLE_BUILT)
 	$(VENV)/bin/jointserve serve $(EXAMPLE) --file-server $(EXAMPLE)/archives
@@ -20,13 +20,28 @@ bench: $(EXAMPLE_BUILT)
 
 install: $(VENV)/.installed
 
-# uv installs the ~100 packages of ray[serve] and onnxruntime in seconds instead of minutes;
-# it comes from PyPI as a wheel, so nothing but Python is needed up front.
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade uv
-	$(VENV)/bin/uv pip install --python $(PY) --quiet -e '.[test,examples]'
+# Installs exactly what uv.lock pins (--locked also fails when pyproject.toml changed without
+# a new lock),
+# so two machines test the same ~110 packages; pyproject.toml keeps the ranges for users who
+# install jointserve into an environment of their own. uv itself comes from PyPI as a wheel
+# pinned by hash (tools/uv/requirements.txt) into a venv of its own, .venv-uv, so the project
+# venv holds only what the lock says. After changing dependencies in pyproject.toml:
+#   make lock      (re-resolve uv.lock; commit it with the change)
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
+UV_ENV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never
+
+$(UV): tools/uv/requirements.txt
+	test -x $(UV_VENV)/bin/python || $(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/python -m pip install --quiet --require-hashes -r tools/uv/requirements.txt
 	touch $@
+
+$(VENV)/.installed: pyproject.toml uv.lock $(UV)
+	$(UV_ENV) $(UV) sync --locked --quiet --python $(PYTHON) --extra test --extra examples
+	touch $@
+
+lock: $(UV)
+	$(UV_ENV) $(UV) lock --python $(PYTHON)
 
 example: $(EXAMPLE_BUILT)
 
@@ -47,4 +62,4 @@ kube-tools:
 	tools/kube/build.sh
 
 clean:
-	rm -rf $(VENV) .jointserve $(EXAMPLE)/archives
+	rm -rf $(VENV) $(UV_VENV) .jointserve $(EXAMPLE)/archives
