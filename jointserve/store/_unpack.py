@@ -4,15 +4,19 @@ Part of jointserve.store. ArtifactStore.fetch calls `unpack` only after the down
 matched, into a fresh temp dir that it renames into place afterwards. A matching hash proves the
 archive is the one the manifest names, not that it is harmless (a careless build, a compromised
 bucket), so every member is checked before anything is written: no absolute paths, no '..', no
-links leaving the directory, no device files, and caps on member count and unpacked size.
+links leaving the directory, no device files, no control characters in names, no two members
+unpacking to the same path, caps on path depth and name length, and caps on member count and
+unpacked size.
 
 The format is sniffed from the content (tar.gz, tar, zip), not taken from the URL's extension.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import logging
+import os
 import posixpath
 import re
 import stat
@@ -21,7 +25,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, NoReturn
 
 from ._errors import ArtifactError
 
@@ -43,6 +47,17 @@ _OTHER_MAGIC = {
 }
 # Conflicting members (a file where a directory was, and so on) surface as these.
 _CONFLICT_ERRORS = (FileExistsError, IsADirectoryError, NotADirectoryError)
+# Name caps. Past 64 levels os.makedirs recurses until RecursionError long before any real model
+# needs it; 255 bytes per component is NAME_MAX and 4096 for the whole name PATH_MAX on Linux.
+MAX_DEPTH = 64
+MAX_COMPONENT_BYTES = 255
+MAX_NAME_BYTES = 4096
+# NUL and the other ASCII control characters: never in a sane file name, and a newline in one
+# breaks every log line and listing that shows it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Member names in error messages are cut to this many characters (they end up in status
+# conditions; a 6,000-character name helps nobody).
+_SHOWN_NAME_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -100,12 +115,80 @@ def unsafe_path_reason(name: str) -> str | None:
     return None
 
 
+def name_problem(name: str) -> str | None:
+    """Why member (or link target) `name` is refused as a file name, or None if it is fine.
+
+    Complements unsafe_path_reason: these names stay inside the directory, but cannot be
+    unpacked (too deep, too long) or are a trap for whoever reads them (control characters).
+    """
+    control = _CONTROL.search(name)
+    if control:
+        return f"control character {control.group()!r} in name"
+    parts = _path_parts(name)
+    if len(parts) > MAX_DEPTH:
+        return f"nested {len(parts)} path components deep; at most {MAX_DEPTH} allowed"
+    try:
+        # Measured as the bytes the OS will see; tarfile decodes with surrogateescape.
+        longest = max((len(os.fsencode(part)) for part in parts), default=0)
+        total = len(os.fsencode(name))
+    except UnicodeEncodeError:
+        return "name cannot be encoded as a file name"
+    if longest > MAX_COMPONENT_BYTES:
+        return f"a path component is {longest} bytes; at most {MAX_COMPONENT_BYTES} allowed"
+    if total > MAX_NAME_BYTES:
+        return f"name is {total} bytes; at most {MAX_NAME_BYTES} allowed"
+    return None
+
+
+def _path_parts(name: str) -> list[str]:
+    # How extraction treats the name: "./a//b/" and "a/b" are the same file.
+    return [part for part in name.split("/") if part not in ("", ".")]
+
+
+class _SeenPaths:
+    """Normalised member paths listed so far: a second member at one path would silently
+    replace the first, so the archive would not be what its author (or reviewer) saw."""
+
+    def __init__(self, url: str) -> None:
+        self._first: dict[str, str] = {}  # normalised path -> the member name that used it
+        self._url = url
+
+    def add(self, name: str) -> None:
+        path = "/".join(_path_parts(name))
+        if not path:  # "./", the archive root: tar lists it, nothing is unpacked for it
+            return
+        first = self._first.get(path)
+        if first is not None:
+            raise _unsafe(self._url, name, f"duplicate of earlier member {_shown(first)!r}")
+        self._first[path] = name
+
+
 def _unsupported(url: str, why: str) -> ArtifactError:
     return ArtifactError("UnsupportedArchive", url, f"unsupported archive {url}: {why}")
 
 
 def _unsafe(url: str, member: str, why: str) -> ArtifactError:
-    return ArtifactError("UnsafeArchive", url, f"unsafe archive {url}: member {member!r}: {why}")
+    shown = _shown(member)
+    return ArtifactError("UnsafeArchive", url, f"unsafe archive {url}: member {shown!r}: {why}")
+
+
+def _shown(name: str) -> str:
+    """`name`, cut short for a message."""
+    if len(name) <= _SHOWN_NAME_CHARS:
+        return name
+    return name[: _SHOWN_NAME_CHARS - 3] + "..."
+
+
+def _raise_if_name_too_long(exc: OSError, dest: Path, url: str) -> NoReturn:
+    """Re-raise `exc`, as UnsafeArchive if the OS refused a path as too long.
+
+    The name caps are checked up front, but PATH_MAX counts `dest` too, so a name just under
+    MAX_NAME_BYTES can still be too long once joined to it.
+    """
+    if exc.errno != errno.ENAMETOOLONG or not isinstance(exc.filename, str):
+        raise exc
+    member = os.path.relpath(exc.filename, dest) if exc.filename.startswith(str(dest)) else "?"
+    raise _unsafe(url, member, "path too long for the file system once unpacked") from None
 
 
 def _too_large(url: str, why: str) -> ArtifactError:
@@ -132,16 +215,20 @@ def _unpack_tar(archive: Path, dest: Path, url: str, limits: Limits, *, compress
         raise _corrupt(url, f"conflicting members: {exc}") from None
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise _corrupt(url, exc) from None
+    except OSError as exc:
+        _raise_if_name_too_long(exc, dest, url)
 
 
 def _checked_tar_members(tar: tarfile.TarFile, url: str, limits: Limits) -> list[tarfile.TarInfo]:
     """All members, each checked; stops reading as soon as a cap is exceeded."""
     members: list[tarfile.TarInfo] = []
+    seen = _SeenPaths(url)
     total = 0
     for member in tar:  # headers are read lazily, so a million-member bomb is not listed
         if len(members) >= limits.max_members:
             raise _too_large(url, f"more than {limits.max_members} members")
         _check_tar_member(member, url)
+        seen.add(member.name)
         total += member.size if member.isreg() else 0
         if total > limits.max_bytes:
             raise _too_large(url, f"members unpack to more than {limits.max_bytes} bytes")
@@ -150,7 +237,9 @@ def _checked_tar_members(tar: tarfile.TarFile, url: str, limits: Limits) -> list
 
 
 def _check_tar_member(member: tarfile.TarInfo, url: str) -> None:
-    why = unsafe_path_reason(member.name)
+    why = unsafe_path_reason(member.name) or name_problem(member.name)
+    if why is None and (member.issym() or member.islnk()):
+        why = _link_target_problem(member.linkname)
     if why is None and (member.ischr() or member.isblk() or member.isfifo()):
         why = "device or fifo"
     if why is None and member.issym():
@@ -160,6 +249,13 @@ def _check_tar_member(member: tarfile.TarInfo, url: str) -> None:
         why = f"hard link to {member.linkname!r} ({reason})" if reason else None
     if why is not None:
         raise _unsafe(url, member.name, why)
+
+
+def _link_target_problem(target: str) -> str | None:
+    # The same name rules as for members: a NUL or a 5,000-byte target fails os.symlink with
+    # an error that is not ours.
+    why = name_problem(target)
+    return f"link target {_shown(target)!r}: {why}" if why else None
 
 
 def _symlink_escape_reason(name: str, target: str) -> str | None:
@@ -199,6 +295,8 @@ def _unpack_zip(archive: Path, dest: Path, url: str, limits: Limits) -> None:
         raise _corrupt(url, exc) from None
     except NotImplementedError as exc:  # e.g. a compression method Python lacks
         raise _unsupported(url, str(exc)) from None
+    except OSError as exc:
+        _raise_if_name_too_long(exc, dest, url)
 
 
 def check_zip_members(infos: list[zipfile.ZipInfo], url: str, limits: Limits) -> None:
@@ -207,19 +305,22 @@ def check_zip_members(infos: list[zipfile.ZipInfo], url: str, limits: Limits) ->
         raise _too_large(url, f"more than {limits.max_members} members")
     if sum(info.file_size for info in infos) > limits.max_bytes:
         raise _too_large(url, f"members unpack to more than {limits.max_bytes} bytes")
+    seen = _SeenPaths(url)
     for info in infos:
         _check_zip_member(info, url)
+        seen.add(info.filename)
 
 
 def _check_zip_member(info: zipfile.ZipInfo, url: str) -> None:
-    why = unsafe_path_reason(info.filename)
+    # zipfile cuts `filename` at a NUL; `orig_filename` is the name as the archive has it.
+    why = unsafe_path_reason(info.filename) or name_problem(info.orig_filename)
     mode = info.external_attr >> 16  # Unix st_mode, when the archiver recorded one
     if why is None and stat.S_ISLNK(mode):
         why = "symlink entry"
     if why is None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)):
         why = "device or fifo"
     if why is not None:
-        raise _unsafe(url, info.filename, why)
+        raise _unsafe(url, info.orig_filename, why)
     if info.flag_bits & 0x1:
         raise _unsupported(url, f"member {info.filename!r} is encrypted")
 
