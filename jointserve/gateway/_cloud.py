@@ -124,11 +124,13 @@ class HttpCloud:
     async def infer(self, feeds: Mapping[str, np.ndarray]) -> CloudAnswer:
         body = json.dumps({"inputs": [encode_output(n, a) for n, a in feeds.items()]}).encode()
         try:
-            # A cancelled call (the caller's deadline, a client gone) closes its connection
-            # instead of returning it to the pool, so a late answer is never read as the next.
-            async with self._client().post(self.infer_url, data=body, headers=_JSON_HEADERS,
-                                           proxy=self._proxy, ssl=self._ssl) as reply:
-                status, content = reply.status, await reply.read()
+            try:
+                status, content = await self._post(body)
+            except aiohttp.ServerDisconnectedError:
+                # A kept-alive connection the server closed while idle, before this loop saw
+                # the FIN: aiohttp retries that only for idempotent methods, and POST is not
+                # one. An OIP infer has no side effects, so try once more on a new connection.
+                status, content = await self._post(body)
         except (aiohttp.ClientError, TimeoutError) as exc:  # refused, reset, DNS, garbage, 60 s
             raise CloudCallError(CLOUD_UNAVAILABLE, f"{self.infer_url}: {type(exc).__name__}: {exc}") from None
         if status >= 500:
@@ -140,6 +142,13 @@ class HttpCloud:
             raise CloudCallError(CLOUD_ERROR, f"{self.infer_url} answered {status}: {_text(content)}")
         return _decode_answer(self.infer_url, content)
 
+    async def _post(self, body: bytes) -> tuple[int, bytes]:
+        # A cancelled call (the caller's deadline, a client gone) closes its connection
+        # instead of returning it to the pool, so a late answer is never read as the next.
+        async with self._client().post(self.infer_url, data=body, headers=_JSON_HEADERS,
+                                       proxy=self._proxy, ssl=self._ssl) as reply:
+            return reply.status, await reply.read()
+
     def _client(self) -> aiohttp.ClientSession:
         # Made on first use: a session belongs to the event loop it runs on, and a gateway
         # builds its client before that loop serves requests with it.
@@ -147,7 +156,9 @@ class HttpCloud:
             raise CloudCallError(CLOUD_UNAVAILABLE, f"{self.infer_url}: the client was closed")
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=5.0),
+                # Idle connections are dropped after 4 s, before the 5 s idle timeout of
+                # common servers (uvicorn's default) closes them under us.
+                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=4.0),
                 # The caller's deadline bounds the whole call; this only stops a leak if it did not.
                 timeout=aiohttp.ClientTimeout(total=60.0),
             )
