@@ -4,7 +4,7 @@ for a given share of inputs sent to the cloud.
 Per seed: a fresh stratified train/validation/test split of scikit-learn's bundled digits
 (preprocessed as examples/digits/build.py does), the example's weak edge v1 recipe and its
 cloud MLP recipe trained on the training part, and every policy's score for each validation
-and test sample from the real policy classes in `jointserve.edge_serving._hem`. A policy's
+and test sample from the real policy classes in `jointserve.routing`. A policy's
 threshold for a target offload ratio ρ is taken from the validation scores only and then
 applied to the test part, whose realised offload is reported beside the accuracy.
 
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from jointserve.edge_serving._hem import build_policy
+from jointserve.routing import build_policy
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "examples" / "digits" / "build.py"

@@ -1,6 +1,6 @@
 """The benchmark runner: every system under the same load generator, in one run.
 
-    python -m benchmarks [--quick] [--out benchmarks/results]      (or: jointserve bench)
+    python -m benchmarks [--quick] [--out benchmarks/results]      (or: make bench)
 
 Systems are started one after another (never two Ray clusters at once on 2 cores), each
 measured with vegeta in its own process, and the results written to

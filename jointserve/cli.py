@@ -6,7 +6,10 @@
     jointserve status                               conditions of every resource, file errors
     jointserve crds [--out deploy/crds]             regenerate the CRDs from the schemas
     jointserve export rayservice DIR                KubeRay RayService running DIR's resources
-    jointserve bench [--quick]                      the benchmark runner (python -m benchmarks)
+
+It only parses arguments and prints: each mode is assembled in jointserve.operator
+(`embedded` for serve, `kube` for operator). The benchmark runner is `python -m benchmarks`
+(`make bench`) from a source checkout.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import time
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
+
+from jointserve.api import ConditionType
 
 DEFAULT_STATE_DIR = Path(".jointserve")
 READY_WAIT_S = 300.0
@@ -93,11 +98,6 @@ def _parser() -> argparse.ArgumentParser:
     rayservice.add_argument("--port", type=int, default=8000, help="Serve's HTTP port")
     rayservice.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy")
     rayservice.set_defaults(func=_cmd_export_rayservice)
-
-    bench = sub.add_parser("bench", help="run the benchmarks (same as python -m benchmarks)",
-                           add_help=False)
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=_cmd_bench)
     return parser
 
 
@@ -151,40 +151,12 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     file_server = FileServer(args.file_server, port=args.file_server_port) if args.file_server else None
     if file_server:
         print(f"file server: {file_server.url}/ serves {args.file_server}", flush=True)
-    source = kube.KubeSource(api_client, args.namespace)
-    source.start(stop)
-    identity = args.identity or kube.default_identity()
-    # Renew well before the Lease would expire, and retry often enough to meet that deadline.
-    elector = kube.LeaderElector(api_client, args.lease_namespace, args.lease_name, identity,
-                                 lease_duration_s=args.lease_duration,
-                                 renew_deadline_s=args.lease_duration * 2 / 3,
-                                 retry_period_s=args.lease_duration / 7.5)
-    print(f"operator {identity}: waiting for the Lease {args.lease_namespace}/{args.lease_name}",
-          flush=True)
-
-    settings = _kube_settings(args)
-    backend = None
-
-    def lead(lost: threading.Event) -> None:
-        nonlocal backend
-        if not source.wait_synced(stop):
-            return
-        # Ray and Serve once, on first leading: a standby replica leaves them alone.
-        if backend is None:
-            backend = kube.start_serve(settings, args.ray_address, args.ingress)
-            _stop_on_signals(stop)  # ray.init installs a SIGTERM handler of its own
-        operator = kube.build_operator(api_client, source, backend, settings, identity,
-                                       image_port=args.image_port, progress=ProgressPrinter)
-        print(f"operator {identity}: leading; Ray Serve at http://{args.host}:{args.port}",
-              flush=True)
-        operator.run(stop, lost)
-
-    # Losing the Lease (the API server unreachable past the renew deadline, or another replica
-    # took over) pauses reconciling; the watches keep the cache current meanwhile, and the
-    # next term starts from the cluster's statuses. So campaign again rather than exit.
-    while elector.run(lead, stop) and not stop.is_set():
-        print(f"operator {identity}: lost the Lease; waiting to lead again", file=sys.stderr,
-              flush=True)
+    lease = kube.LeaseSettings(args.lease_namespace, args.lease_name,
+                               args.identity or kube.default_identity(), args.lease_duration)
+    kube.run_operator(api_client, _kube_settings(args), lease, stop, namespace=args.namespace,
+                      ray_address=args.ray_address, ingress=args.ingress,
+                      image_port=args.image_port, on_signals=lambda: _stop_on_signals(stop),
+                      progress=ProgressPrinter, say=lambda line: print(line, flush=True))
     if file_server:
         file_server.stop()
     return 0
@@ -206,48 +178,28 @@ def _kube_settings(args: argparse.Namespace) -> Any:
         version=package_version("jointserve"))
 
 
-# -- bench --------------------------------------------------------------------------------
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    # The runner lives in the repository's benchmarks/ package (installed beside jointserve).
-    from benchmarks.runner import main as bench_main
-
-    return bench_main(args.bench_args)
-
-
 # -- serve --------------------------------------------------------------------------------
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from jointserve._file_server import FileServer
-    from jointserve.operator import (DirectoryOperator, DirectorySource, Reconciler,
-                                     ServeBackend, ServeSettings, StatusStore, connect_ray,
-                                     start_local_ray)
-    from jointserve.store import ArtifactStore
+    from jointserve.operator.embedded import EmbeddedSettings, start_embedded
 
     if not args.directory.is_dir():
         print(f"jointserve: {args.directory} is not a directory", file=sys.stderr)
         return 2
-    state_dir = args.state_dir.resolve()
     file_server = None
     if args.file_server is not None:
         file_server = FileServer(args.file_server, port=args.file_server_port)
         print(f"file server: {file_server.url}/ serves {args.file_server}")
-    if args.ray_address:
-        connect_ray(args.ray_address)
-    else:
-        start_local_ray(ingress=args.ingress)
-    settings = ServeSettings(store_root=str(state_dir / "store"), host=args.host,
-                             port=args.port, version=package_version("jointserve"))
-    public_url = f"http://{args.host}:{args.port}"
-    statuses = StatusStore(state_dir)
-    reconciler = Reconciler(ServeBackend(args.host, args.port), ArtifactStore(state_dir / "store"),
-                            statuses, settings, public_url, progress=ProgressPrinter)
-    operator = DirectoryOperator(DirectorySource(args.directory), reconciler, statuses)
+    settings = EmbeddedSettings(directory=args.directory, state_dir=args.state_dir, host=args.host,
+                                port=args.port, ray_address=args.ray_address,
+                                ingress=args.ingress, version=package_version("jointserve"))
+    operator = start_embedded(settings, progress=ProgressPrinter)
     stop = threading.Event()
     _stop_on_signals(stop)
-    worker = threading.Thread(target=operator.run, args=(stop,), name="operator", daemon=True)
-    worker.start()
-    _announce_when_ready(statuses, operator.first_pass, args.directory, public_url, stop)
+    worker = operator.start(stop)
+    _announce_when_ready(operator.statuses, operator.first_pass, args.directory,
+                         settings.public_url, stop)
     stop.wait()
     print("\nstopping ...")
     worker.join(timeout=10)
@@ -299,7 +251,7 @@ def _served_what(record: dict) -> str:
 
 
 def _ready(record: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True"
+    return any(c["type"] == ConditionType.READY and c["status"] == "True"
                for c in record.get("status", {}).get("conditions", []))
 
 
@@ -355,7 +307,7 @@ def _model_row(resource: dict, status: dict) -> list[str]:
         spec["deployToLayer"],
         spec.get("targetVersion") or (spec.get("manifest") or [{}])[0].get("version", "-"),
         status.get("activeVersion") or "-",
-        _condition(status, "Ready"),
+        _condition(status, ConditionType.READY),
         status.get("url") or "-",
     ]
 
@@ -367,7 +319,7 @@ def _service_row(resource: dict, status: dict) -> list[str]:
         f"{spec['edgeModel']['name']} {status.get('edgeVersion') or '-'}",
         f"{spec['cloudModel'].get('name') or spec['cloudModel'].get('url')} {status.get('cloudVersion') or '-'}",
         spec["hardExampleMining"]["name"],
-        _condition(status, "Ready"),
+        _condition(status, ConditionType.READY),
         str(status.get("inferenceNumber", 0)),
         str(status.get("hardExampleNumber", 0)),
         f"{status.get('uploadCloudRatio', 0.0):.3f}",
@@ -430,8 +382,8 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 # -- export ---------------------------------------------------------------------------------
 
 def _cmd_export_rayservice(args: argparse.Namespace) -> int:
-    from jointserve.operator import DirectorySource, ServeSettings
-    from jointserve.operator import _rayservice as rs
+    from jointserve.operator import ServeSettings
+    from jointserve.operator import rayservice as rs
     from jointserve.store import ArtifactStore
 
     if not args.directory.is_dir():
@@ -443,7 +395,7 @@ def _cmd_export_rayservice(args: argparse.Namespace) -> int:
     settings = ServeSettings(store_root=store_root, host="0.0.0.0", port=args.port,
                              version=package_version("jointserve"))
     store = ArtifactStore(args.state_dir.resolve() / "store")
-    export = rs.export_config(DirectorySource(args.directory).scan(), store, settings,
+    export = rs.export_config(args.directory, store, settings,
                               rs.serve_url(args.name, args.namespace, args.port),
                               progress=ProgressPrinter)
     manifest = rs.rayservice(export.config, name=args.name, namespace=args.namespace,

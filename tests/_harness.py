@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import yaml
 
-from jointserve.operator import (DirectoryOperator, DirectorySource, Reconciler, ServeBackend,
-                                 ServeSettings, StatusStore, build_serve_config)
+from jointserve.operator import ServeBackend, ServeSettings, build_serve_config
+from jointserve.operator.embedded import directory_operator
 from jointserve.store import ArtifactStore
 from tests._fileserver import FileServer
 
@@ -43,14 +43,14 @@ class OperatorHarness:
         port = backend.port
         self.base_url = f"http://127.0.0.1:{port}"
         self.settings = ServeSettings(store_root=str(self.state / "store"), port=port)
-        self.statuses = StatusStore(self.state)
         store = ArtifactStore(self.state / "store", max_unpacked_bytes=MAX_MODEL_BYTES)
-        self.reconciler = Reconciler(backend, store, self.statuses, self.settings, self.base_url)
-        self.operator = DirectoryOperator(DirectorySource(self.resources), self.reconciler,
-                                          self.statuses, resync_s=0.5)
+        # The operator `jointserve serve` runs, over the session's Serve, polling faster.
+        self.operator = directory_operator(self.resources, self.state, backend, self.settings,
+                                           self.base_url, store=store, resync_s=0.5)
+        self.statuses = self.operator.statuses
+        self.reconciler = self.operator.reconciler
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self.operator.run, args=(self._stop,), daemon=True)
-        self._thread.start()
+        self._thread = self.operator.start(self._stop)
         self.http = httpx.Client(base_url=self.base_url, timeout=30.0)
 
     # -- resources ---------------------------------------------------------------------

@@ -18,10 +18,10 @@ from ray.serve.schema import ServeDeploySchema
 
 from jointserve.api import load_file
 from jointserve.cli import main
-from jointserve.operator import ModelApp, ServeSettings, build_serve_config
+from jointserve.contract import CloudTarget
+from jointserve.operator import GatewayApp, ModelApp, ServeSettings, build_serve_config
 from jointserve.operator._ingress import MODE_SWITCHES, ingress_env
-from jointserve.operator._rayservice import DEFAULT_STORE_ROOT, LAYER_CAPACITY
-from jointserve.operator._serve_config import GatewayApp
+from jointserve.operator.rayservice import DEFAULT_STORE_ROOT, LAYER_CAPACITY
 from tests._fileserver import FileServer
 
 EDGE, CLOUD, SERVICE = "digits-edge", "digits-cloud", "digits"
@@ -69,9 +69,7 @@ def _expected_config(directory: Path) -> dict[str, Any]:
     (service,) = load_file(directory / f"{SERVICE}.yaml")
     # The cloud model is deployed beside the gateway: reached through a DeploymentHandle.
     gateway = GatewayApp(f"jis.default.{SERVICE}", SERVICE, edge,
-                         {"transport": "handle", "app_name": cloud.app_name,
-                          "max_batch_size": 1, "batch_wait_s": 0.0},
-                         service.spec.model_dump(mode="json", exclude_none=True))
+                         CloudTarget(transport="handle", app_name=cloud.app_name), service.spec)
     return build_serve_config([edge, cloud], settings, [gateway])
 
 

@@ -167,6 +167,45 @@ def test_count_bound_drops_oldest(tmp_path: Path) -> None:
     assert [load_example(p).score for p in store.list()] == [2.25, 3.25, 4.25]
 
 
+def test_two_writers_on_one_directory_never_evict_each_other(tmp_path: Path) -> None:
+    # Two gateway replicas of one service on one node: same saveHardExamples.directory.
+    first = HardExampleStore.claim(tmp_path, max_count=3, max_bytes=BIG)
+    second = HardExampleStore.claim(tmp_path, max_count=3, max_bytes=BIG)
+    assert first.root != second.root and first.root.parent == second.root.parent == tmp_path
+    kept_first = [first.save(example(i)) for i in range(5)][2:]
+    kept_second = [second.save(example(10 + i)) for i in range(5)][2:]
+    kept_first += [first.save(example(20))]
+    kept_first = kept_first[1:]
+    # Interleaved saves past the bound: each drops only its own oldest.
+    assert first.list() == kept_first and second.list() == kept_second
+    assert all(p.exists() for p in kept_first + kept_second)
+    assert [load_example(p).score for p in second.list()] == [12.25, 13.25, 14.25]
+    first.close()
+    second.close()
+
+
+def test_a_restarted_writer_takes_back_its_directory_and_bounds(tmp_path: Path) -> None:
+    first = HardExampleStore.claim(tmp_path, max_count=3, max_bytes=BIG)
+    held = HardExampleStore.claim(tmp_path, max_count=3, max_bytes=BIG)
+    saved = [first.save(example(i)) for i in range(3)]
+    first.close()  # the replica ended (a dead process releases its lock the same way)
+    again = HardExampleStore.claim(tmp_path, max_count=3, max_bytes=BIG)
+    assert again.root == first.root and again.list() == saved
+    again.save(example(3))
+    assert again.count == 3 and not saved[0].exists()
+    assert held.root != again.root
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["writer-0", "writer-1"]
+    held.close()
+    again.close()
+
+
+def test_writer_close_releases_the_claim(tmp_path: Path) -> None:
+    writer = HardExampleWriter(HardExampleStore.claim(tmp_path, max_count=3, max_bytes=BIG))
+    writer.submit(example(1))
+    writer.close()
+    assert HardExampleStore.claim(tmp_path, max_count=3, max_bytes=BIG).root == tmp_path / "writer-0"
+
+
 def test_byte_bound_drops_oldest(tmp_path: Path) -> None:
     size = example_size(tmp_path)
     root = tmp_path / "store"

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
-from jointserve.edge_serving import POLICIES, build_policy
+from jointserve.api import JointInferenceService, crd_for, parse_resource
+from jointserve.routing import POLICIES, HemDecision, build_policy
 
 CONFIDENT = np.array([0.97, 0.01, 0.01, 0.01])
 UNSURE = np.array([0.40, 0.35, 0.15, 0.10])
@@ -88,6 +92,65 @@ def test_bad_policy_configuration_names_the_field(name: str, parameters: dict, m
     assert message in str(err.value)
 
 
-def test_every_policy_is_selectable_by_name() -> None:
-    assert set(POLICIES) == {"ThresholdFilter", "CrossEntropyFilter", "IBTFilter", "RandomFilter",
-                             "MaxProb", "Margin", "Entropy", "EdgeOnly", "CloudOnly"}
+# What each policy judges (module docstring of jointserve/routing/_policies.py): a classifier's
+# probability vector, detection rows [x1, y1, x2, y2, score, label], or anything (it ignores
+# the edge output). A policy added to POLICIES without a kind here fails by name below.
+PROBABILITIES, DETECTIONS = "probabilities", "detections"
+KINDS = {
+    "CrossEntropyFilter": {PROBABILITIES}, "MaxProb": {PROBABILITIES}, "Margin": {PROBABILITIES},
+    "Entropy": {PROBABILITIES}, "ThresholdFilter": {DETECTIONS}, "IBTFilter": {DETECTIONS},
+    "RandomFilter": {PROBABILITIES, DETECTIONS}, "EdgeOnly": {PROBABILITIES, DETECTIONS},
+    "CloudOnly": {PROBABILITIES, DETECTIONS},
+}
+EDGE_OUTPUTS = {
+    PROBABILITIES: UNSURE,
+    DETECTIONS: np.array([[0, 0, 10, 10, 0.9, 1], [5, 5, 20, 20, 0.3, 2]]),
+}
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "digits.yaml"
+
+
+def _parameters(name: str) -> dict:
+    return {"random_ratio": 0.5, "seed": 7} if name == "RandomFilter" else {}
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, id=name) for name in sorted(POLICIES)])
+def test_every_policy_is_selectable_by_name_and_judges_its_kind_of_output(name: str) -> None:
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["spec"]["hardExampleMining"] = {"name": name, "parameters": _parameters(name)}
+    resource = parse_resource(doc, "x.yaml")
+    assert resource.spec.hardExampleMining.name == name
+
+    assert name in KINDS, f"{name}: say in KINDS which edge output it judges"
+    policy = build_policy(name, _parameters(name))
+    for kind in sorted(KINDS[name]):
+        decision = policy(EDGE_OUTPUTS[kind])
+        assert isinstance(decision, HemDecision), kind
+        assert isinstance(decision.hard, bool), kind
+        assert math.isfinite(decision.score), kind
+
+
+def _crd_enum() -> list[str]:
+    schema = crd_for(JointInferenceService)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema["properties"]["spec"]["properties"]["hardExampleMining"]["properties"]["name"]["enum"]
+
+
+def _json_schema_enum() -> list[str]:
+    schema = JointInferenceService.model_json_schema()
+    return schema["$defs"]["HardExampleMining"]["properties"]["name"]["enum"]
+
+
+@pytest.mark.parametrize("enum", [pytest.param(_crd_enum, id="crd"),
+                                  pytest.param(_json_schema_enum, id="json-schema")])
+def test_the_schema_enum_of_policy_names_is_what_build_policy_accepts(enum) -> None:
+    names = enum()
+    assert len(names) == len(set(names))
+    refused = []
+    for name in names:
+        try:
+            build_policy(name, _parameters(name))
+        except ValueError:
+            refused.append(name)
+    assert refused == [], "in the schema enum but refused by build_policy"
+    # build_policy accepts exactly the names in its table (an unknown name is refused by the
+    # test above); each must be offered by the schema, or a valid policy cannot be applied.
+    assert sorted(set(POLICIES) - set(names)) == [], "accepted by build_policy, not in the enum"

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from jointserve.api import JointInferenceServiceSpec
-from jointserve.edge_serving import build_policy
+from jointserve.routing import build_policy
 from jointserve.gateway import HttpCloud, JointModel, NoCloud
 from jointserve.gateway._breaker import CircuitBreaker
 from jointserve.gateway._hard_examples import HardExampleStore, HardExampleWriter, load_example

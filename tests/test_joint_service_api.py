@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from jointserve.api import JointInferenceService, ResourceError, load_file, parse_resource
-from jointserve.cloud_serving._batching import run_batch
-from jointserve.operator import ModelApp, ServeSettings, build_serve_config
-from jointserve.operator._serve_config import GatewayApp
+from jointserve.contract import BatchLimits, CloudTarget
+from jointserve.operator import GatewayApp, ModelApp, ServeSettings, build_serve_config
+from jointserve.runtime import run_batch
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "digits.yaml"
 
@@ -105,11 +105,10 @@ def test_gateway_app_routes_the_service_and_runs_on_edge_nodes() -> None:
 
     edge = ModelApp("im.default.digits-edge", "digits-edge", "edge", "v1", "http://h/e.tar.gz", "a" * 64)
     cloud = ModelApp("im.default.digits-cloud", "digits-cloud", "cloud", "v1", "http://h/c.tar.gz",
-                     "b" * 64, max_batch_size=16, batch_wait_timeout_s=0.002)
+                     "b" * 64, batching=BatchLimits(max_batch_size=16, batch_wait_timeout_s=0.002))
     service = parse_resource(_doc(nodeSelector={"zone": "a"}), "jis.yaml")
     gateway = GatewayApp("jis.default.digits", "digits", edge,
-                         {"transport": "handle", "app_name": cloud.app_name},
-                         service.spec.model_dump(mode="json", exclude_none=True),
+                         CloudTarget(transport="handle", app_name=cloud.app_name), service.spec,
                          node_selector={"zone": "a"})
     config = build_serve_config([edge, cloud], ServeSettings(store_root="/s"), [gateway])
     ServeDeploySchema.model_validate(config)
@@ -123,7 +122,7 @@ def test_gateway_app_routes_the_service_and_runs_on_edge_nodes() -> None:
     assert deployment["ray_actor_options"]["label_selector"] == {"zone": "a"}
     assert apps["jointserve"]["deployments"][0]["user_config"]["models"]["digits"] == "jis.default.digits"
     cloud_config = apps["im.default.digits-cloud"]["deployments"][0]["user_config"]
-    assert cloud_config["max_batch_size"] == 16 and cloud_config["batch_wait_timeout_s"] == 0.002
+    assert cloud_config["batching"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.002}
 
 
 # -- cloud batching ---------------------------------------------------------------------------

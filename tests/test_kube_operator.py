@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from jointserve.operator._serve_config import SERVER_APP
+from jointserve.contract import SERVER_APP
 from tests._fileserver import FileServer
 from tests._kube import REPO, KubeAPIServer, free_port
 from tests._kube_operator import OperatorProcess, RayHead

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import json
+import pickle
 import tarfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.testclient import TestClient
 
-from jointserve.protocol import InvalidInput, LoadedModel, ModelNotReady, decode_request, infer
+from jointserve.protocol import (
+    InferenceError,
+    InvalidInput,
+    LoadedModel,
+    MethodNotAllowed,
+    ModelEndpoint,
+    ModelNotReady,
+    ServerEndpoint,
+    decode_request,
+    error_response,
+    infer,
+)
 from jointserve.runtime import OnnxModel
 
 
@@ -87,3 +104,151 @@ def test_load_rejects_a_model_that_cannot_run(tmp_path: Path) -> None:
 def test_loaded_model_keeps_its_onnx_model(edge: LoadedModel) -> None:
     assert isinstance(edge.model, OnnxModel)
     assert [s.name for s in edge.model.inputs] == ["input"]
+
+
+# -- methods over HTTP: every route answers 405 + Allow for a method it does not take ----------
+
+
+def _client(handle: Callable[[Request], Awaitable[Response]], root_path: str) -> TestClient:
+    """`handle` as an ASGI app under `root_path`, as Ray Serve mounts it (path keeps the prefix)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        response = await handle(Request(scope, receive))
+        await response(scope, receive, send)
+
+    # Without `with`: no lifespan events, which a bare endpoint does not handle.
+    return TestClient(app, root_path=root_path)
+
+
+@pytest.fixture(scope="module")
+def clients(edge: LoadedModel) -> dict[str, TestClient]:
+    """The server-wide routes (ServerEndpoint, what gateway.OipServer serves) and one model's."""
+    model = ModelEndpoint(edge.name)
+    model.loaded = edge
+    unloaded = ModelEndpoint("not-loaded")
+
+    async def none_pending() -> list[str]:
+        return []
+
+    server = ServerEndpoint("jointserve", "0.0.test", lambda: [edge.name], none_pending)
+    return {
+        "server": _client(server.handle, "/v2"),
+        "model": _client(model.handle, f"/v2/models/{edge.name}"),
+        "unloaded": _client(unloaded.handle, "/v2/models/not-loaded"),
+    }
+
+
+ROUTES = [
+    pytest.param("server", "/v2", "GET", id="server-metadata"),
+    pytest.param("server", "/v2/health/live", "GET", id="live"),
+    pytest.param("server", "/v2/health/ready", "GET", id="ready"),
+    pytest.param("model", "/v2/models/digits-edge", "GET", id="model-metadata"),
+    pytest.param("model", "/v2/models/digits-edge/ready", "GET", id="model-ready"),
+    pytest.param("model", "/v2/models/digits-edge/infer", "POST", id="model-infer"),
+    pytest.param("model", "/v2/models/digits-edge/versions/v1", "GET", id="pinned-metadata"),
+    pytest.param("model", "/v2/models/digits-edge/versions/v1/ready", "GET", id="pinned-ready"),
+    pytest.param("model", "/v2/models/digits-edge/versions/v1/infer", "POST", id="pinned-infer"),
+    # The method is checked before readiness: a wrong method is a 405, not a 503.
+    pytest.param("unloaded", "/v2/models/not-loaded", "GET", id="unloaded-metadata"),
+    pytest.param("unloaded", "/v2/models/not-loaded/ready", "GET", id="unloaded-ready"),
+    pytest.param("unloaded", "/v2/models/not-loaded/infer", "POST", id="unloaded-infer"),
+]
+
+
+OTHER_METHODS = [
+    pytest.param(*route.values, method, id=f"{route.id}-{method}")
+    for route in ROUTES
+    for method in ("TRACE", "PUT", "DELETE", "PATCH", "OPTIONS", "GET", "POST")
+    if method != route.values[2]
+]
+
+
+@pytest.mark.parametrize(("client", "path", "allowed", "method"), OTHER_METHODS)
+def test_other_methods_are_405_with_allow_and_an_oip_error(
+    clients: dict[str, TestClient], client: str, path: str, allowed: str, method: str
+) -> None:
+    response = clients[client].request(method, path, content=b"{}" if method != "TRACE" else None)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": f"{path} accepts {allowed}, not {method}"}
+
+
+@pytest.mark.parametrize(("client", "path", "allowed"), ROUTES)
+def test_head_is_not_taken_where_get_is(
+    clients: dict[str, TestClient], client: str, path: str, allowed: str
+) -> None:
+    # Explicitly GET only: the OIP spec defines no HEAD, and require_method takes exact names.
+    response = clients[client].head(path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+
+
+def _valid_request() -> bytes:
+    return json.dumps({"inputs": [
+        {"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("client", "path", "method", "status"),
+    [
+        pytest.param("server", "/v2", "GET", 200, id="server-metadata"),
+        pytest.param("server", "/v2/health/live", "GET", 200, id="live"),
+        pytest.param("server", "/v2/health/ready", "GET", 200, id="ready"),
+        pytest.param("model", "/v2/models/digits-edge", "GET", 200, id="model-metadata"),
+        pytest.param("model", "/v2/models/digits-edge/ready", "GET", 200, id="model-ready"),
+        pytest.param("model", "/v2/models/digits-edge/infer", "POST", 200, id="model-infer"),
+        pytest.param("unloaded", "/v2/models/not-loaded/ready", "GET", 503, id="unloaded-ready"),
+    ],
+)
+def test_the_accepted_method_still_answers(
+    clients: dict[str, TestClient], client: str, path: str, method: str, status: int
+) -> None:
+    body = _valid_request() if method == "POST" else None
+    response = clients[client].request(method, path, content=body)
+    assert response.status_code == status, response.text
+    assert "allow" not in response.headers
+
+
+def test_server_routes_answer_the_oip_bodies(clients: dict[str, TestClient]) -> None:
+    server = clients["server"]
+    assert server.get("/v2").json() == {"name": "jointserve", "version": "0.0.test",
+                                        "extensions": []}
+    assert server.get("/v2/health/live").json() == {"live": True}
+    assert server.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_server_ready_is_503_naming_the_models_not_ready() -> None:
+    async def pending() -> list[str]:
+        return ["digits-cloud"]
+
+    server = ServerEndpoint("jointserve", "0", lambda: ["digits-cloud", "digits-edge"], pending)
+    response = _client(server.handle, "/v2").get("/v2/health/ready")
+    assert response.status_code == 503
+    assert response.json() == {"ready": False, "not_ready": ["digits-cloud"]}
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "TRACE", "DELETE"])
+def test_unknown_model_is_404_for_any_method(method: str) -> None:
+    async def none_pending() -> list[str]:
+        return []
+
+    server = ServerEndpoint("jointserve", "0", lambda: ["b-model", "a-model"], none_pending)
+    response = _client(server.handle, "/v2").request(method, "/v2/models/nope/infer")
+    assert response.status_code == 404
+    assert "allow" not in response.headers
+    assert response.json() == {
+        "error": "model 'nope' is not served here; served models: ['a-model', 'b-model']"}
+
+
+def test_method_not_allowed_is_its_own_error_not_invalid_input() -> None:
+    exc = MethodNotAllowed("/v2 accepts GET, not PUT", ["GET"])
+    assert isinstance(exc, InferenceError) and not isinstance(exc, InvalidInput)
+    assert MethodNotAllowed.status_code == 405 and MethodNotAllowed.__bases__ == (InferenceError,)
+    response = error_response(exc)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    assert json.loads(bytes(response.body)) == {"error": "/v2 accepts GET, not PUT"}
+    copy = pickle.loads(pickle.dumps(exc))
+    assert (copy.message, copy.allow) == (exc.message, exc.allow)
+    assert error_response(InvalidInput("bad")).headers.get("allow") is None

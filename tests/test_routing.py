@@ -115,7 +115,7 @@ def test_markdown_and_plots(result: dict[str, Any], tmp_path: Path) -> None:
 
 def test_policy_scores_come_from_the_gateway_policies(runs: list[SeedRun]) -> None:
     # Guards against the benchmark drifting into its own re-implementation of the rules.
-    from jointserve.edge_serving._hem import build_policy
+    from jointserve.routing import build_policy
 
     run = runs[0]
     # The whole test split, as the benchmark computes it: predict_proba of 5 rows is another

@@ -53,8 +53,8 @@ def test_version_lives_in_user_config_not_in_args() -> None:
     v2_model = ModelApp(**{**EDGE_APP.__dict__, "version": "v2", "sha256": "c" * 64})
     v2 = _app(build_serve_config([v2_model], SETTINGS), EDGE_APP.app_name)
     assert v1["args"] == v2["args"] and v1["import_path"] == v2["import_path"]
-    assert v1["deployments"][0]["user_config"]["version"] == "v1"
-    assert v2["deployments"][0]["user_config"]["version"] == "v2"
+    assert v1["deployments"][0]["user_config"]["artifact"]["version"] == "v1"
+    assert v2["deployments"][0]["user_config"]["artifact"]["version"] == "v2"
 
 
 def test_server_app_lists_served_models() -> None:

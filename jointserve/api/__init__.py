@@ -1,4 +1,5 @@
-"""Resource schemas: InferenceModel, JointInferenceService (and, later, Dataset).
+"""Resource schemas: InferenceModel, JointInferenceService (and, later, Dataset), and the
+vocabulary every layer uses about them (resource keys, condition types and reasons).
 
 Pydantic models are the one source of truth: YAML files are validated with them, and the
 CRDs in deploy/crds/ are generated from them (`jointserve crds`).
@@ -27,9 +28,11 @@ from ._joint_service import (
     JointInferenceService,
     JointInferenceServiceSpec,
     JointInferenceServiceStatus,
+    ServiceCounters,
 )
 from ._parse import KINDS, Resource, load_file, parse_resource
 from ._steps import ImageDecode, Nms, Normalize, PostStep, PreStep, Softmax, TopK
+from ._vocabulary import ConditionType, Reason, ResourceKey, resource_key
 
 __all__ = [
     "API_GROUP",
@@ -37,6 +40,7 @@ __all__ = [
     "KINDS",
     "CloudModelRef",
     "Condition",
+    "ConditionType",
     "ImageDecode",
     "InferenceModel",
     "InferenceModelSpec",
@@ -51,8 +55,11 @@ __all__ = [
     "ObjectMeta",
     "PostStep",
     "PreStep",
+    "Reason",
     "Resource",
     "ResourceError",
+    "ResourceKey",
+    "ServiceCounters",
     "Softmax",
     "TopK",
     "crd_for",
@@ -62,6 +69,7 @@ __all__ = [
     "now_rfc3339",
     "parse_resource",
     "render_crds",
+    "resource_key",
     "set_condition",
     "write_crds",
 ]

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ._common import API_VERSION, Condition, ObjectMeta, Strict
+from ._vocabulary import ConditionType
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 # Model names end up in URL paths (/v2/models/<modelName>/infer) and in store paths.
@@ -167,7 +168,7 @@ class InferenceModel(Strict):
         {"name": "MODEL", "type": "string", "jsonPath": ".spec.modelName"},
         {"name": "LAYER", "type": "string", "jsonPath": ".spec.deployToLayer"},
         {"name": "VERSION", "type": "string", "jsonPath": ".status.activeVersion"},
-        {"name": "READY", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {"name": "READY", "type": "string", "jsonPath": f'.status.conditions[?(@.type=="{ConditionType.READY}")].status'},
         {"name": "URL", "type": "string", "jsonPath": ".status.url"},
         {"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]

@@ -13,11 +13,12 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from jointserve.edge_serving._hem import POLICIES, build_policy
+from jointserve.routing import POLICIES, build_policy
 
 from ._common import API_VERSION, Condition, DnsName, ObjectMeta, Strict
 from ._inference_model import MODEL_NAME_PATTERN
 from ._steps import PostStep, PreStep
+from ._vocabulary import ConditionType
 
 Transport = Literal["handle", "http"]
 HTTP_URL_PATTERN = r"^https?://[^/\s]+(/[^\s]*)?$"
@@ -143,7 +144,17 @@ class JointInferenceServiceSpec(Strict):
         return value
 
 
-class JointInferenceServiceStatus(Strict):
+class ServiceCounters(Strict):
+    """Sedna-compatible counters of one service, in samples: each gateway replica counts its
+    own, the operator sums them into the status. The one list of their names."""
+
+    inferenceNumber: int = 0
+    hardExampleNumber: int = 0
+    cloudAnswerNumber: int = 0
+    fallbackNumber: int = 0
+
+
+class JointInferenceServiceStatus(ServiceCounters):
     """Observed state, written by the operator; counters summed over the gateway replicas."""
 
     url: str | None = None
@@ -151,10 +162,6 @@ class JointInferenceServiceStatus(Strict):
     conditions: list[Condition] = Field(default_factory=list)
     edgeVersion: str | None = None
     cloudVersion: str | None = None
-    inferenceNumber: int = 0
-    hardExampleNumber: int = 0
-    cloudAnswerNumber: int = 0
-    fallbackNumber: int = 0
     uploadCloudRatio: float = 0.0  # hardExampleNumber / inferenceNumber, as Sedna reports it
 
 
@@ -168,7 +175,7 @@ class JointInferenceService(Strict):
         {"name": "EDGE", "type": "string", "jsonPath": ".spec.edgeModel.name"},
         {"name": "CLOUD", "type": "string", "jsonPath": ".spec.cloudModel.name"},
         {"name": "HEM", "type": "string", "jsonPath": ".spec.hardExampleMining.name"},
-        {"name": "READY", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {"name": "READY", "type": "string", "jsonPath": f'.status.conditions[?(@.type=="{ConditionType.READY}")].status'},
         {"name": "INFERENCES", "type": "integer", "jsonPath": ".status.inferenceNumber"},
         {"name": "HARD", "type": "integer", "jsonPath": ".status.hardExampleNumber"},
         {"name": "URL", "type": "string", "jsonPath": ".status.url"},

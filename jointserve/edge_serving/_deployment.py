@@ -7,10 +7,11 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from jointserve.protocol._replica import ModelReplica
+from jointserve.contract import MODEL_DEPLOYMENT
+from jointserve.protocol import ModelReplica
 
 
-@serve.deployment(name="model", max_ongoing_requests=256)
+@serve.deployment(name=MODEL_DEPLOYMENT, max_ongoing_requests=256)
 class EdgeModelServer(ModelReplica):
     """An edge-layer InferenceModel: small model, served next to the data."""
 

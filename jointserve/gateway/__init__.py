@@ -6,20 +6,17 @@
 """
 
 from ._cloud import CloudAnswer, CloudCallError, HandleCloud, HttpCloud, NoCloud
-from ._deployment import GATEWAY_DEPLOYMENT, CloudTarget, GatewayConfig, JointGateway
+from ._deployment import JointGateway
 from ._deployment import build_app as build_joint_app
 from ._joint import JointModel, Outcome
 from ._metrics import STATS_BOARD, Counters, StatsBoard, stats_board
-from ._server import OipServer, ServerConfig, build_app
+from ._server import OipServer, build_app
 
 __all__ = [
-    "GATEWAY_DEPLOYMENT",
     "STATS_BOARD",
     "CloudAnswer",
     "CloudCallError",
-    "CloudTarget",
     "Counters",
-    "GatewayConfig",
     "HandleCloud",
     "HttpCloud",
     "JointGateway",
@@ -27,7 +24,6 @@ __all__ = [
     "NoCloud",
     "OipServer",
     "Outcome",
-    "ServerConfig",
     "StatsBoard",
     "build_app",
     "build_joint_app",

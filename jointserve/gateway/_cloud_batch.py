@@ -1,8 +1,8 @@
 """Hard rows of concurrent requests go to the cloud as ONE DeploymentHandle call.
 
 Batching inside the cloud replica (`@serve.batch` there) saves model time but not hops: each
-hard request still pays its own handle call, ~1.7 ms on this machine against ~25 µs of cloud
-model (shared/MEASUREMENTS.md). Batching in the gateway before the call saves both, so when
+hard request still pays its own handle call, ~3 ms at c=1 on this machine against 12.8 µs of
+cloud model (docs/architecture.md, "Measured figures the code relies on"). Batching in the gateway before the call saves both, so when
 the cloud InferenceModel has `spec.batching`, the gateway applies the same limits on its side.
 Requests that cannot share a call (other inputs or row shapes) are sent on their own.
 """
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from ray import serve
 
-from jointserve.cloud_serving._batching import groups, rows, split, stack
+from jointserve.runtime import batch_rows, split_outputs, stack_feeds, stackable_groups
 
 from ._cloud import CloudAnswer, CloudCallError, CloudClient
 
@@ -35,11 +35,11 @@ class BatchingCloud:
         # serve.batch on a closure: this client's own queue (one per gateway configuration).
         self._batched = serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_s,
                                     max_concurrent_batches=MAX_CONCURRENT_BATCHES,
-                                    batch_size_fn=lambda items: sum(rows(f) for f in items))(self._call_many)
+                                    batch_size_fn=lambda items: sum(batch_rows(f) for f in items))(self._call_many)
 
     async def infer(self, feeds: Mapping[str, np.ndarray]) -> CloudAnswer:
         feeds = dict(feeds)
-        if rows(feeds) >= self.max_batch_size:  # a full batch already; Serve refuses bigger items
+        if batch_rows(feeds) >= self.max_batch_size:  # a full batch already; Serve refuses bigger items
             return await self.inner.infer(feeds)
         outcome = await self._batched(feeds)
         if isinstance(outcome, CloudCallError):
@@ -63,15 +63,15 @@ class BatchingCloud:
             for index, answer in zip(indices, answers):
                 results[index] = answer
 
-        await asyncio.gather(*(run(indices) for indices in groups(items)))
+        await asyncio.gather(*(run(indices) for indices in stackable_groups(items)))
         return [r for r in results if r is not None]
 
     async def _call_group(self, group: list[Feeds]) -> list[CloudAnswer]:
         if len(group) == 1:
             return [await self.inner.infer(group[0])]
-        stacked, counts = stack(group)
+        stacked, counts = stack_feeds(group)
         answer = await self.inner.infer(stacked)
-        parts = split(answer.outputs, counts)
+        parts = split_outputs(answer.outputs, counts)
         if parts is None:  # an output without the batch axis: ask for each on its own
             return list(await asyncio.gather(*(self.inner.infer(f) for f in group)))
         return [CloudAnswer(answer.version, outputs) for outputs in parts]

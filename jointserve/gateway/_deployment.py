@@ -13,16 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import Response
 
 from jointserve.api import JointInferenceServiceSpec
-from jointserve.edge_serving import build_policy
+from jointserve.contract import GATEWAY_DEPLOYMENT, ArtifactRef, CloudTarget, GatewayConfig
 from jointserve.protocol import (
     LoadedModel,
     ModelNotFound,
@@ -31,12 +30,13 @@ from jointserve.protocol import (
     decode_request,
     json_header_length,
     json_response,
+    load_artifact,
     metadata,
     relative_path,
     require_method,
 )
+from jointserve.routing import build_policy
 from jointserve.runtime import build_pipeline
-from jointserve.store import ArtifactStore
 
 from ._breaker import CircuitBreaker
 from ._cloud import CloudClient, HandleCloud, HttpCloud, NoCloud
@@ -47,45 +47,6 @@ from ._metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
-GATEWAY_DEPLOYMENT = "gateway"
-
-
-class EdgeSource(BaseModel):
-    """The edge model version to run inside the gateway (verified by the operator)."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    model_name: str
-    version: str
-    url: str
-    sha256: str
-    store_root: str
-
-
-class CloudTarget(BaseModel):
-    """How to reach the cloud model, as the operator resolved it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    transport: Literal["handle", "http", "none"]
-    app_name: str | None = None  # handle
-    # handle: the cloud InferenceModel's spec.batching, applied on the gateway's side too
-    max_batch_size: int = 1
-    batch_wait_s: float = 0.0
-    infer_url: str | None = None  # http
-    why: str = ""  # none: why there is no cloud to call
-
-
-class GatewayConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    service: str
-    stats_key: str
-    edge: EdgeSource
-    cloud: CloudTarget
-    spec: JointInferenceServiceSpec
-
-
 @serve.deployment(name=GATEWAY_DEPLOYMENT, max_ongoing_requests=256)
 class JointGateway:
     """One logical model: the edge model in process, the cloud model behind a deadline."""
@@ -94,7 +55,7 @@ class JointGateway:
         self.service = service
         self.joint: JointModel | None = None
         self._config: GatewayConfig | None = None
-        self._edge: tuple[EdgeSource, LoadedModel] | None = None
+        self._edge: tuple[ArtifactRef, LoadedModel] | None = None
         self._cloud: tuple[CloudTarget, int, CloudClient] | None = None
         self._writer: tuple[Any, HardExampleWriter] | None = None
         self._breaker: tuple[tuple[int, int], CircuitBreaker] | None = None
@@ -130,9 +91,9 @@ class JointGateway:
         log.info("%s: edge %s %s, cloud %s, policy %s", config.service, config.edge.model_name,
                  edge.version, config.cloud.transport, spec.hardExampleMining.name)
 
-    async def _edge_model(self, source: EdgeSource) -> LoadedModel:
+    async def _edge_model(self, source: ArtifactRef) -> LoadedModel:
         if self._edge is None or self._edge[0] != source:
-            self._edge = (source, await asyncio.to_thread(_load_edge, source))
+            self._edge = (source, await asyncio.to_thread(load_artifact, source))
         return self._edge[1]
 
     async def _cloud_client(self, target: CloudTarget, max_in_flight: int) -> CloudClient:
@@ -141,8 +102,9 @@ class JointGateway:
         if target.transport == "handle":
             assert target.app_name
             client: CloudClient = HandleCloud(target.app_name)
-            if target.max_batch_size > 1:
-                client = BatchingCloud(client, target.max_batch_size, target.batch_wait_s)
+            if target.batching.max_batch_size > 1:
+                client = BatchingCloud(client, target.batching.max_batch_size,
+                                       target.batching.batch_wait_timeout_s)
         elif target.transport == "http":
             assert target.infer_url
             client = HttpCloud(target.infer_url, max_in_flight)
@@ -170,7 +132,8 @@ class JointGateway:
             self._writer = None
         if wanted is None:
             return None
-        store = HardExampleStore(Path(wanted.directory), wanted.maxCount, wanted.maxBytes)
+        # claim: a subdirectory of its own, so replicas on one node never evict each other's
+        store = HardExampleStore.claim(Path(wanted.directory), wanted.maxCount, wanted.maxBytes)
         self._writer = (wanted, HardExampleWriter(store))
         return self._writer[1]
 
@@ -182,19 +145,20 @@ class JointGateway:
     async def _route(self, request: Request) -> Response:
         joint = self.joint  # one read: the whole request sees one configuration
         path = relative_path(request)
-        if joint is None:
-            raise ModelNotReady(f"model {self.service!r} is not configured yet")
         if path == "/infer":
             require_method(request, "POST")
+            joint = _configured(joint, self.service)
             body = await request.body()
             inference = decode_request(body, json_header_length(request.headers))
             return json_response(await joint.infer(inference))
         if path == "/ready":
             require_method(request, "GET")
+            joint = _configured(joint, self.service)
             return json_response({"name": self.service, "ready": True,
                                   "edge_version": joint.edge.version})
         if path == "":
             require_method(request, "GET")
+            joint = _configured(joint, self.service)
             meta = metadata(joint.edge).model_dump(exclude_none=True)
             meta["name"] = self.service
             meta["platform"] = "jointserve"
@@ -203,10 +167,11 @@ class JointGateway:
         raise ModelNotFound(f"no route {request.url.path!r}; see the OIP v2 REST API")
 
 
-def _load_edge(source: EdgeSource) -> LoadedModel:
-    store = ArtifactStore(Path(source.store_root))
-    fetched = store.fetch(source.model_name, source.version, source.url, source.sha256)
-    return LoadedModel.load(source.model_name, source.version, fetched.path)
+def _configured(joint: JointModel | None, service: str) -> JointModel:
+    """The method is checked first: a wrong one is a 405 even before the first configuration."""
+    if joint is None:
+        raise ModelNotReady(f"model {service!r} is not configured yet")
+    return joint
 
 
 def build_app(args: dict[str, Any]) -> Application:

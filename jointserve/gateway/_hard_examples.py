@@ -5,10 +5,18 @@ hands a `HardExample` to a `HardExampleWriter`, which saves it from a background
 the request path never waits for the disk. `HardExampleStore` keeps the directory bounded by
 count and bytes, dropping the oldest examples first, and survives restarts.
 
-Layout of the store directory (one store per directory: give each replica its own):
+Layout of the directory a service names (`saveHardExamples.directory`): every gateway replica
+writes only into a subdirectory it holds a lock on (`HardExampleStore.claim`), so replicas
+sharing a node never evict each other's files:
 
-    <root>/<time_ns:020d>-<hex8>.npz    one example; names sort oldest first
-    <root>/.tmp-<hex8>.npz              being written; deleted at startup if a crash left it
+    <directory>/writer-<n>.lock                     held by one live writer (an OS file lock,
+                                                    released when its process ends)
+    <directory>/writer-<n>/<time_ns:020d>-<hex8>.npz   one example; names sort oldest first
+    <directory>/writer-<n>/.tmp-<hex8>.npz          being written; deleted at startup if a crash
+                                                    left it
+
+A writer takes the lowest free n, so a restarted replica takes back its predecessor's
+subdirectory and its bounds (maxCount, maxBytes: per writer) instead of starting a new one.
 
 One example is one `.npz` (numpy's zip of `.npy` arrays; readable without pickle):
 
@@ -43,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,9 @@ FORMAT_VERSION = 1
 _GROUPS = (("input", "inputs"), ("edge", "edge_outputs"), ("cloud", "cloud_outputs"))
 _EXAMPLE_NAME = re.compile(r"\d{20}-[0-9a-f]{8}\.npz")
 _TMP_PREFIX = ".tmp-"
+_WRITER_PREFIX = "writer-"
+# More concurrent writers than any node runs gateway replicas; a bound so a bug cannot loop.
+MAX_WRITERS = 1024
 
 
 @dataclass(frozen=True)
@@ -83,10 +95,38 @@ class HardExampleStore:
         self._files: deque[tuple[Path, int]] = deque()  # oldest first, with sizes
         self._total = 0
         self._last_ns = 0
+        self._claim: FileLock | None = None  # set by claim(): released by close()
         self.root.mkdir(parents=True, exist_ok=True)
         self._scan()
         with self._lock:
             self._trim()  # the limits may have been lowered since the last run
+
+    @classmethod
+    def claim(cls, directory: Path, max_count: int, max_bytes: int) -> HardExampleStore:
+        """A store in the lowest `writer-<n>` subdirectory of `directory` that no other live
+        writer holds; held until `close` (or the end of this process)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for n in range(MAX_WRITERS):
+            lock = FileLock(directory / f"{_WRITER_PREFIX}{n}.lock", timeout=0)
+            try:
+                lock.acquire()
+            except Timeout:
+                continue  # another live writer holds it
+            try:
+                store = cls(directory / f"{_WRITER_PREFIX}{n}", max_count, max_bytes)
+            except BaseException:
+                lock.release()
+                raise
+            store._claim = lock
+            return store
+        raise RuntimeError(f"{directory}: all {MAX_WRITERS} hard example writer slots are held")
+
+    def close(self) -> None:
+        """Give up this store's claim on its subdirectory (a no-op if it was not claimed)."""
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
     @property
     def count(self) -> int:
@@ -325,6 +365,8 @@ class HardExampleWriter:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("hard example writer: still saving after %s s; not waiting", timeout)
+            return  # the thread may still write: keep the claim on its directory
+        self.store.close()
 
     def _run(self) -> None:
         while True:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from jointserve.edge_serving import HemDecision, HemPolicy
+from jointserve.routing import HemDecision, HemPolicy
 from jointserve.protocol import (
     InferenceError,
     InferenceRequest,

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict, dataclass
 
 import ray
+
+from jointserve.api import ServiceCounters
 
 from ._joint import Outcome
 
@@ -36,14 +37,9 @@ LATENCY_BOUNDARIES_MS = [0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 35, 50, 100, 200, 500
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
-@dataclass
-class Counters:
-    """Cumulative counts of one replica (samples, as Sedna counts inferences)."""
-
-    inferenceNumber: int = 0
-    hardExampleNumber: int = 0
-    cloudAnswerNumber: int = 0
-    fallbackNumber: int = 0
+class Counters(ServiceCounters):
+    """Cumulative counts of one replica (samples, as Sedna counts inferences): the status's
+    own counter fields, so a name is spelled once."""
 
     def add(self, outcome: Outcome) -> None:
         self.inferenceNumber += outcome.samples
@@ -104,10 +100,10 @@ class GatewayMetrics:
             await asyncio.sleep(REPORT_INTERVAL_S)
             if self.counters == sent:
                 continue
-            snapshot = Counters(**asdict(self.counters))
+            snapshot = self.counters.model_copy()
             try:
                 board = ray.get_actor(STATS_BOARD, namespace=STATS_NAMESPACE)
-                await board.report.remote(self.stats_key, self.replica_id, asdict(snapshot))
+                await board.report.remote(self.stats_key, self.replica_id, snapshot.model_dump())
                 sent = snapshot
             except Exception as exc:  # noqa: BLE001 - no board (no operator): try again later
                 log.debug("stats report for %s not delivered: %s", self.service, exc)
@@ -126,11 +122,8 @@ class StatsBoard:
     def totals(self) -> dict[str, dict[str, int]]:
         out = {}
         for service, replicas in self._reports.items():
-            total = Counters()
-            for counters in replicas.values():
-                for key, value in counters.items():
-                    setattr(total, key, getattr(total, key) + value)
-            out[service] = asdict(total)
+            out[service] = {name: sum(counters.get(name, 0) for counters in replicas.values())
+                            for name in ServiceCounters.model_fields}
         return out
 
     def forget(self, service: str) -> None:

@@ -1,14 +1,17 @@
 """The operator: reconciles jointserve resources into Ray Serve applications.
 
-Sources of resources: a directory of YAML files (embedded mode, `DirectorySource`); the
-Kubernetes API comes with Kubernetes mode. Both feed one `Reconciler`.
+Sources of resources: a directory of YAML files (embedded mode, `DirectorySource`) or the
+Kubernetes API (Kubernetes mode); both feed one `Reconciler`. Each mode is assembled in one
+module, which every caller uses: `jointserve.operator.embedded` (`jointserve serve`, the test
+harness, `export rayservice`) and `jointserve.operator.kube` (`jointserve operator`; imported
+only there, so embedded mode never loads the Kubernetes client).
 """
 
-from ._directory import DirectorySource, ResourceKey, Snapshot, resource_key
+from ._directory import DirectorySource, Snapshot
 from ._operator import DirectoryOperator
 from ._ray import AppState, ServeBackend, connect_ray, start_local_ray
-from ._reconcile import Backend, Reconciler, Verification, app_name
-from ._serve_config import ModelApp, ServeSettings, build_serve_config, route_prefix
+from ._reconcile import Backend, Reconciler, Verification
+from ._serve_config import GatewayApp, ModelApp, ServeSettings, build_serve_config
 from ._status_store import StatusStore
 
 __all__ = [
@@ -16,18 +19,15 @@ __all__ = [
     "Backend",
     "DirectoryOperator",
     "DirectorySource",
+    "GatewayApp",
     "ModelApp",
     "Reconciler",
-    "ResourceKey",
     "ServeBackend",
     "ServeSettings",
     "Snapshot",
     "StatusStore",
     "Verification",
-    "app_name",
     "build_serve_config",
     "connect_ray",
-    "resource_key",
-    "route_prefix",
     "start_local_ray",
 ]

@@ -15,21 +15,16 @@ from pathlib import Path
 
 import watchfiles
 
-from jointserve.api import Resource, ResourceError, load_file
+from jointserve.api import Resource, ResourceError, ResourceKey, load_file, resource_key
 
 log = logging.getLogger(__name__)
 
-ResourceKey = tuple[str, str, str]  # (kind, namespace, name)
 YAML_SUFFIXES = {".yaml", ".yml"}
 
 
 def is_resource_file(path: Path) -> bool:
     """YAML files, except hidden ones (editors' swap and backup files)."""
     return path.suffix in YAML_SUFFIXES and not path.name.startswith(".")
-
-
-def resource_key(resource: Resource) -> ResourceKey:
-    return (resource.kind, resource.metadata.namespace, resource.metadata.name)
 
 
 @dataclass

@@ -11,21 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from jointserve.api import (
+    ConditionType,
     InferenceModel,
     JointInferenceService,
     JointInferenceServiceStatus,
+    Reason,
+    ResourceKey,
+    ServiceCounters,
     get_condition,
     set_condition,
 )
+from jointserve.contract import CloudTarget, route_prefix
 
-from ._directory import ResourceKey
 from ._ray import AppState
-from ._serve_config import GatewayApp, ModelApp, route_prefix
-
-COUNTERS = ("inferenceNumber", "hardExampleNumber", "cloudAnswerNumber", "fallbackNumber")
+from ._serve_config import GatewayApp, ModelApp
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class CloudResolution:
 
     @property
     def ok(self) -> bool:
-        return self.reason in {"Deployed", "Remote"}
+        return self.reason in {Reason.CLOUD_DEPLOYED, Reason.CLOUD_REMOTE}
 
 
 @dataclass(frozen=True)
@@ -65,27 +66,27 @@ def plan_service(key: ResourceKey, service: JointInferenceService,
     spec = service.spec
     cloud, cloud_problem = _cloud_target(namespace, service, models, verified, public_url)
     if name in taken_names:
-        return JointPlan(None, Problem("ModelNameConflict",
+        return JointPlan(None, Problem(Reason.MODEL_NAME_CONFLICT,
                                        f"/v2/models/{name} is already served by another resource"),
                          cloud_problem)
     edge_key = (InferenceModel.KIND, namespace, spec.edgeModel.name)
     if edge_key not in models:
-        return JointPlan(None, Problem("EdgeModelNotFound",
+        return JointPlan(None, Problem(Reason.EDGE_MODEL_NOT_FOUND,
                                        f"edgeModel {spec.edgeModel.name!r}: no InferenceModel of "
                                        f"that name in namespace {namespace}"), cloud_problem)
     edge = verified.get(edge_key)
     if edge is None:
-        return JointPlan(None, Problem("EdgeModelNotReady",
+        return JointPlan(None, Problem(Reason.EDGE_MODEL_NOT_READY,
                                        f"edgeModel {spec.edgeModel.name!r} has no verified version "
                                        "yet (see its ArtifactVerified condition)"), cloud_problem)
     if spec.replicas == 0:
-        return JointPlan(None, Problem("ScaledToZero", "spec.replicas is 0"), cloud_problem)
+        return JointPlan(None, Problem(Reason.SCALED_TO_ZERO, "spec.replicas is 0"), cloud_problem)
     app = GatewayApp(
         app_name=app_name,
         service=name,
         edge=edge,
         cloud=cloud,
-        spec=spec.model_dump(mode="json", exclude_none=True),
+        spec=spec,
         replicas=spec.replicas,
         node_selector=dict(spec.nodeSelector),
     )
@@ -95,28 +96,30 @@ def plan_service(key: ResourceKey, service: JointInferenceService,
 def _cloud_target(namespace: str, service: JointInferenceService,
                   models: Mapping[ResourceKey, InferenceModel],
                   verified: Mapping[ResourceKey, ModelApp | None],
-                  public_url: str) -> tuple[dict[str, Any], CloudResolution]:
+                  public_url: str) -> tuple[CloudTarget, CloudResolution]:
     ref = service.spec.cloudModel
     if ref.url is not None:
         url = f"{ref.url.rstrip('/')}{route_prefix(ref.modelName or '')}/infer"
-        return {"transport": "http", "infer_url": url}, CloudResolution("Remote", f"remote model at {url}")
+        return (CloudTarget(transport="http", infer_url=url),
+                CloudResolution(Reason.CLOUD_REMOTE, f"remote model at {url}"))
     cloud_key = (InferenceModel.KIND, namespace, ref.name or "")
     if cloud_key not in models:
         why = f"cloudModel {ref.name!r}: no InferenceModel of that name in namespace {namespace}"
-        return {"transport": "none", "why": why}, CloudResolution("CloudModelNotFound", why)
+        return (CloudTarget(transport="none", why=why),
+                CloudResolution(Reason.CLOUD_MODEL_NOT_FOUND, why))
     cloud = verified.get(cloud_key)
     if cloud is None or models[cloud_key].spec.replicas == 0:
         why = f"cloudModel {ref.name!r} is not deployed (no verified version, or replicas 0)"
-        return {"transport": "none", "why": why}, CloudResolution("CloudModelNotReady", why)
+        return (CloudTarget(transport="none", why=why),
+                CloudResolution(Reason.CLOUD_MODEL_NOT_READY, why))
     if ref.effective_transport == "http":
         url = f"{public_url.rstrip('/')}{route_prefix(cloud.model_name)}/infer"
-        return ({"transport": "http", "infer_url": url},
-                CloudResolution("Deployed", f"{ref.name} {cloud.version} over http at {url}",
+        return (CloudTarget(transport="http", infer_url=url),
+                CloudResolution(Reason.CLOUD_DEPLOYED, f"{ref.name} {cloud.version} over http at {url}",
                                 cloud.version))
-    return ({"transport": "handle", "app_name": cloud.app_name,
-             "max_batch_size": cloud.max_batch_size, "batch_wait_s": cloud.batch_wait_timeout_s},
-            CloudResolution("Deployed", f"{ref.name} {cloud.version} through a DeploymentHandle",
-                            cloud.version))
+    return (CloudTarget(transport="handle", app_name=cloud.app_name, batching=cloud.batching),
+            CloudResolution(Reason.CLOUD_DEPLOYED,
+                            f"{ref.name} {cloud.version} through a DeploymentHandle", cloud.version))
 
 
 def service_status(service: JointInferenceService, plan: JointPlan, previous: JointInferenceServiceStatus,
@@ -129,31 +132,31 @@ def service_status(service: JointInferenceService, plan: JointPlan, previous: Jo
     """
     generation = service.metadata.generation
     conditions = list(previous.conditions)
-    conditions = set_condition(conditions, "CloudModelReady", "True" if plan.cloud.ok else "False",
+    conditions = set_condition(conditions, ConditionType.CLOUD_MODEL_READY,
+                               "True" if plan.cloud.ok else "False",
                                plan.cloud.reason, plan.cloud.message, generation)
     app = plan.app
     if app is None:
         assert plan.problem is not None
-        conditions = set_condition(conditions, "Ready", "False", plan.problem.reason,
+        conditions = set_condition(conditions, ConditionType.READY, "False", plan.problem.reason,
                                    plan.problem.message, generation)
     elif state is not None and state.status == "RUNNING":
         conditions = set_condition(
-            conditions, "Ready", "True", "Serving",
+            conditions, ConditionType.READY, "True", Reason.SERVING,
             f"edge {app.edge.model_name} {app.edge.version} in {state.running_replicas} gateway "
             f"replica(s); policy {service.spec.hardExampleMining.name}", generation)
     elif state is not None and state.status in {"DEPLOY_FAILED", "UNHEALTHY"}:
-        conditions = set_condition(conditions, "Ready", "False",
+        conditions = set_condition(conditions, ConditionType.READY, "False",
                                    "".join(p.capitalize() for p in state.status.split("_")),
                                    state.message[-500:], generation)
     else:
-        was_ready = get_condition(conditions, "Ready")
+        was_ready = get_condition(conditions, ConditionType.READY)
         serving = seen_running and was_ready is not None and was_ready.status == "True"
-        conditions = set_condition(conditions, "Ready", "True" if serving else "False",
-                                   "Serving" if serving else "Deploying",
+        conditions = set_condition(conditions, ConditionType.READY, "True" if serving else "False",
+                                   Reason.SERVING if serving else Reason.DEPLOYING,
                                    f"deploying edge {app.edge.version}", generation)
-    totals = dict(counters) if counters else {c: getattr(previous, c) for c in COUNTERS}
-    inferences = totals.get("inferenceNumber", 0)
-    hard = totals.get("hardExampleNumber", 0)
+    totals = ServiceCounters.model_validate(counters) if counters else previous
+    inferences, hard = totals.inferenceNumber, totals.hardExampleNumber
     return JointInferenceServiceStatus(
         url=public_url if app is not None else None,
         observedGeneration=generation,
@@ -161,5 +164,5 @@ def service_status(service: JointInferenceService, plan: JointPlan, previous: Jo
         edgeVersion=app.edge.version if app else None,
         cloudVersion=plan.cloud.version,
         uploadCloudRatio=round(hard / inferences, 4) if inferences else 0.0,
-        **{c: int(totals.get(c, 0)) for c in COUNTERS},
+        **{name: getattr(totals, name) for name in ServiceCounters.model_fields},
     )

@@ -23,12 +23,12 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from jointserve.api import API_GROUP, InferenceModel, Resource
+from jointserve.api import API_GROUP, InferenceModel, Resource, ResourceKey
+from jointserve.contract import app_name
 from jointserve.store import ArtifactStore
 
-from ._directory import ResourceKey
 from ._kube_source import PLURALS, VERSION, KubeSource, is_deleting
-from ._reconcile import Backend, EventSink, Reconciler, app_name
+from ._reconcile import Backend, EventSink, Reconciler
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,10 @@ from jointserve.api import (
     JointInferenceService,
     Resource,
     ResourceError,
+    ResourceKey,
     parse_resource,
 )
 
-from ._directory import ResourceKey
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from jointserve.api import API_GROUP
+from jointserve.api import API_GROUP, ResourceKey
 
-from ._directory import ResourceKey
 from ._kube_source import PLURALS, VERSION, KubeSource
 
 log = logging.getLogger(__name__)

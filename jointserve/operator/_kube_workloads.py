@@ -29,8 +29,7 @@ from kubernetes.client import (ApiException, AppsV1Api, CoreV1Api, V1Deployment,
                                V1DeploymentStatus)
 from pydantic import ValidationError
 
-from jointserve.api._common import API_VERSION
-from jointserve.api._inference_model import InferenceModel, InferenceModelSpec
+from jointserve.api import API_VERSION, InferenceModel, InferenceModelSpec
 
 DEFAULT_IMAGE_PORT = 8080  # KServe / OIP convention for model server containers
 FIELD_MANAGER = "jointserve-operator"

@@ -38,6 +38,12 @@ class DirectoryOperator:
             self.first_pass.set()
         return snapshot
 
+    def start(self, stop: threading.Event) -> threading.Thread:
+        """`run` in a daemon thread of its own, until `stop` is set."""
+        worker = threading.Thread(target=self.run, args=(stop,), name="operator", daemon=True)
+        worker.start()
+        return worker
+
     def run(self, stop: threading.Event) -> None:
         """Reconcile now, then after every change and at least every `resync_s`."""
         self.step()

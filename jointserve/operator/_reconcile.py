@@ -24,19 +24,22 @@ from typing import Any, Protocol, TypeVar
 
 from jointserve.api import (
     Condition,
+    ConditionType,
     InferenceModel,
     InferenceModelStatus,
     JointInferenceService,
     JointInferenceServiceStatus,
     ModelFile,
+    Reason,
     Resource,
+    ResourceKey,
     get_condition,
     set_condition,
 )
+from jointserve.contract import BatchLimits, app_name
 from jointserve.protocol import LoadedModel
 from jointserve.store import ArtifactError, ArtifactStore, ProgressCallback, redact_url
 
-from ._directory import ResourceKey
 from ._joint import JointPlan, plan_service, service_status
 from ._ray import AppState
 from ._serve_config import ModelApp, ServeSettings, build_serve_config
@@ -117,13 +120,6 @@ class Desired:
     plans: dict[ResourceKey, Plan]
     joint_plans: dict[ResourceKey, JointPlan]
     config: dict
-
-
-def app_name(key: ResourceKey) -> str:
-    """Serve application name of a resource: unambiguous since namespaces hold no dots."""
-    kind, namespace, name = key
-    prefix = {InferenceModel.KIND: "im", JointInferenceService.KIND: "jis"}.get(kind, kind)
-    return f"{prefix}.{namespace}.{name}"
 
 
 class Reconciler:
@@ -257,9 +253,9 @@ class Reconciler:
         spec = model.spec
         if spec.image:
             if self._images is not None:  # run by the image runner in reconcile(), not Serve
-                return Plan(None, None, Verification(True, "ImageReference", f"image {spec.image}"))
+                return Plan(None, None, Verification(True, Reason.IMAGE_REFERENCE, f"image {spec.image}"))
             return Plan(None, None, Verification(
-                False, "ImageNotSupported",
+                False, Reason.IMAGE_NOT_SUPPORTED,
                 "spec.image models run as Kubernetes Deployments (Kubernetes mode); "
                 "embedded mode serves spec.manifest archives"))
         target = spec.target_file()
@@ -275,7 +271,7 @@ class Reconciler:
                 sha256=target.sha256sum,
                 replicas=spec.replicas,
                 node_selector=dict(spec.nodeSelector),
-                **_batching(model),
+                batching=_batching(model),
             )
         else:
             app = self._keep_serving(key, model)
@@ -290,7 +286,7 @@ class Reconciler:
         if previous is None or previous.model_name != model.spec.modelName:
             return None
         return replace(previous, layer=model.spec.deployToLayer, replicas=model.spec.replicas,
-                       node_selector=dict(model.spec.nodeSelector), **_batching(model))
+                       node_selector=dict(model.spec.nodeSelector), batching=_batching(model))
 
     def _from_saved_status(self, key: ResourceKey, model: InferenceModel) -> ModelApp | None:
         # After an operator restart: the saved activeVersion, if the manifest still lists it.
@@ -331,9 +327,9 @@ class Reconciler:
             LoadedModel.load(model_name, entry.version, fetched.path)
         except Exception as exc:  # noqa: BLE001 - any load failure means "do not serve this"
             log.error("%s: archive verified but the model does not load: %s", label, exc)
-            return Verification(False, "ModelInvalid", f"model in {entry.downloadURL} does not load: {exc}")
+            return Verification(False, Reason.MODEL_INVALID, f"model in {entry.downloadURL} does not load: {exc}")
         source = "cached" if fetched.cache_hit else "downloaded"
-        return Verification(True, "Verified", f"{entry.version} {source}, sha256 matches, model loads")
+        return Verification(True, Reason.VERIFIED, f"{entry.version} {source}, sha256 matches, model loads")
 
     def _cancellable(self, model_name: str, label: str) -> ProgressCallback:
         """The progress callback, which also gives up once `model_name` is no longer wanted."""
@@ -360,19 +356,19 @@ class Reconciler:
         try:
             workload = self._images.ensure(document)
         except Exception as exc:  # noqa: BLE001 - whatever went wrong goes into the status
-            reason = getattr(exc, "reason", "WorkloadFailed")
-            for type_ in ("Ready", "Progressing"):
+            reason = getattr(exc, "reason", Reason.WORKLOAD_FAILED)
+            for type_ in (ConditionType.READY, ConditionType.PROGRESSING):
                 conditions = set_condition(conditions, type_, "False", reason, str(exc), generation)
             return InferenceModelStatus(observedGeneration=generation, conditions=conditions)
         image = f"image {model.spec.image} (pulled and run by the kubelet)"
-        conditions = set_condition(conditions, "ArtifactVerified", "True", "ImageReference",
+        conditions = set_condition(conditions, ConditionType.ARTIFACT_VERIFIED, "True", Reason.IMAGE_REFERENCE,
                                    image, generation)
         ready = "True" if workload.ready else "False"
-        conditions = set_condition(conditions, "Ready", ready,
-                                   "Serving" if workload.ready else "ReplicasNotReady",
+        conditions = set_condition(conditions, ConditionType.READY, ready,
+                                   Reason.SERVING if workload.ready else Reason.REPLICAS_NOT_READY,
                                    workload.message, generation)
-        conditions = set_condition(conditions, "Progressing", "False" if workload.ready else "True",
-                                   "Complete" if workload.ready else "Deploying",
+        conditions = set_condition(conditions, ConditionType.PROGRESSING, "False" if workload.ready else "True",
+                                   Reason.COMPLETE if workload.ready else Reason.DEPLOYING,
                                    workload.message, generation)
         return InferenceModelStatus(url=workload.url, observedGeneration=generation,
                                     conditions=conditions)
@@ -383,37 +379,37 @@ class Reconciler:
         generation = model.metadata.generation
         conditions = list(previous.conditions)
         v = plan.verification
-        conditions = set_condition(conditions, "ArtifactVerified", "True" if v.ok else "False",
+        conditions = set_condition(conditions, ConditionType.ARTIFACT_VERIFIED, "True" if v.ok else "False",
                                    v.reason, v.message, generation)
         app = plan.app
         state = states.get(app.app_name) if app else None
         active = previous.activeVersion
         if app is None:
-            reason = "ScaledToZero" if model.spec.replicas == 0 else v.reason
+            reason = Reason.SCALED_TO_ZERO if model.spec.replicas == 0 else v.reason
             message = "spec.replicas is 0" if model.spec.replicas == 0 else v.message
-            conditions = set_condition(conditions, "Ready", "False", reason, message, generation)
-            conditions = set_condition(conditions, "Progressing", "False", reason, message, generation)
+            conditions = set_condition(conditions, ConditionType.READY, "False", reason, message, generation)
+            conditions = set_condition(conditions, ConditionType.PROGRESSING, "False", reason, message, generation)
             return InferenceModelStatus(url=None, activeVersion=None,
                                         observedGeneration=generation, conditions=conditions)
         if state is not None and state.status == "RUNNING":
             active = app.version
-            conditions = set_condition(conditions, "Ready", "True", "Serving",
+            conditions = set_condition(conditions, ConditionType.READY, "True", Reason.SERVING,
                                        f"serving {app.version} on {state.running_replicas} replica(s)",
                                        generation)
         elif state is not None and state.status in {"DEPLOY_FAILED", "UNHEALTHY"}:
-            conditions = set_condition(conditions, "Ready", "False", _camel(state.status),
+            conditions = set_condition(conditions, ConditionType.READY, "False", _camel(state.status),
                                        state.message[-500:], generation)
         else:
             # During a rollout the previous version keeps answering: still Ready.
             # Only if this operator saw the application running: a status saved by one
             # whose Ray is gone (embedded mode restarted) must not claim Ready.
-            was_ready = get_condition(conditions, "Ready")
+            was_ready = get_condition(conditions, ConditionType.READY)
             serving_old = (app.app_name in self._seen_running and active is not None
                            and was_ready is not None and was_ready.status == "True")
-            conditions = set_condition(conditions, "Ready", "True" if serving_old else "False",
-                                       "Serving" if serving_old else "Deploying",
+            conditions = set_condition(conditions, ConditionType.READY, "True" if serving_old else "False",
+                                       Reason.SERVING if serving_old else Reason.DEPLOYING,
                                        f"deploying {app.version}", generation)
-        conditions = set_condition(conditions, "Progressing", *_progress_condition(plan, state),
+        conditions = set_condition(conditions, ConditionType.PROGRESSING, *_progress_condition(plan, state),
                                    observed_generation=generation)
         return InferenceModelStatus(url=self.public_url, activeVersion=active,
                                     observedGeneration=generation, conditions=conditions)
@@ -423,17 +419,17 @@ def _progress_condition(plan: Plan, state: AppState | None) -> tuple[str, str, s
     app, target = plan.app, plan.target
     assert app is not None
     if not plan.verification.ok and target is not None:
-        return ("False", "TargetVersionRejected",
+        return ("False", Reason.TARGET_VERSION_REJECTED,
                 f"target {target.version} rejected ({plan.verification.reason}); "
                 f"still serving {app.version}")
     if state is None or state.status != "RUNNING":
-        return ("True", "Deploying", f"rolling out {app.version}")
-    return ("False", "Complete", f"{app.version} rolled out")
+        return ("True", Reason.DEPLOYING, f"rolling out {app.version}")
+    return ("False", Reason.COMPLETE, f"{app.version} rolled out")
 
 
 # Conditions that report a problem when False; other False conditions (Deploying, scaled to
 # zero, rollout complete) are routine.
-_ROUTINE_FALSE = {"Deploying", "ScaledToZero", "Complete", "ReplicasNotReady"}
+_ROUTINE_FALSE = {Reason.DEPLOYING, Reason.SCALED_TO_ZERO, Reason.COMPLETE, Reason.REPLICAS_NOT_READY}
 
 
 def _event_type(cond: Condition) -> str:
@@ -456,19 +452,19 @@ def _refuse_duplicate_model_names(models: Mapping[ResourceKey, InferenceModel],
         if name in owner:
             first = owner[name]
             out[key] = Plan(None, plans[key].target, Verification(
-                False, "ModelNameConflict",
+                False, Reason.MODEL_NAME_CONFLICT,
                 f"modelName {name!r} is already served by {first[0]} {first[1]}/{first[2]}"))
         else:
             owner[name] = key
     return out
 
 
-def _batching(model: InferenceModel) -> dict[str, float]:
+def _batching(model: InferenceModel) -> BatchLimits:
     batching = model.spec.batching
     if batching is None:
-        return {"max_batch_size": 1, "batch_wait_timeout_s": 0.0}
-    return {"max_batch_size": batching.maxBatchSize,
-            "batch_wait_timeout_s": batching.batchWaitTimeoutMs / 1000.0}
+        return BatchLimits()
+    return BatchLimits(max_batch_size=batching.maxBatchSize,
+                       batch_wait_timeout_s=batching.batchWaitTimeoutMs / 1000.0)
 
 
 def _record(resource: Resource, status: Status) -> dict:

@@ -16,23 +16,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jointserve.api import Layer
-
-SERVER_APP = "jointserve"
-SERVER_ROUTE = "/v2"
-MODEL_DEPLOYMENT = "model"
+from jointserve.api import JointInferenceServiceSpec, Layer
+from jointserve.contract import (
+    GATEWAY_DEPLOYMENT,
+    GATEWAY_IMPORT_PATH,
+    MODEL_DEPLOYMENT,
+    MODEL_IMPORT_PATHS,
+    SERVER_APP,
+    SERVER_DEPLOYMENT,
+    SERVER_IMPORT_PATH,
+    SERVER_ROUTE,
+    ArtifactRef,
+    BatchLimits,
+    CloudTarget,
+    GatewayConfig,
+    ModelReplicaConfig,
+    ServerConfig,
+    route_prefix,
+    user_config,
+)
 
 # Custom resource each layer's nodes carry. A replica asks for a sliver of it so any number
 # of replicas fits on a node that has the resource at all.
 LAYER_RESOURCES: dict[str, str] = {"edge": "jointserve_edge", "cloud": "jointserve_cloud"}
 LAYER_RESOURCE_PER_REPLICA = 0.001
-
-IMPORT_PATHS: dict[str, str] = {
-    "edge": "jointserve.edge_serving:build_app",
-    "cloud": "jointserve.cloud_serving:build_app",
-}
-GATEWAY_IMPORT_PATH = "jointserve.gateway:build_joint_app"
-GATEWAY_DEPLOYMENT = "gateway"
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,12 @@ class ModelApp:
     sha256: str
     replicas: int = 1
     node_selector: dict[str, str] = field(default_factory=dict)
-    max_batch_size: int = 1
-    batch_wait_timeout_s: float = 0.0
+    batching: BatchLimits = BatchLimits()
+
+    def artifact(self, store_root: str) -> ArtifactRef:
+        """This version as a replica fetches it into the store at `store_root`."""
+        return ArtifactRef(model_name=self.model_name, version=self.version, url=self.url,
+                           sha256=self.sha256, store_root=store_root)
 
 
 @dataclass(frozen=True)
@@ -69,22 +80,17 @@ class GatewayApp:
     """One JointInferenceService as the operator decided to serve it.
 
     `edge` is the verified edge version (a ModelApp of the edge InferenceModel), `cloud` the
-    resolved way to the cloud model and `spec` the resource's spec as JSON: the gateway
-    replicas get all three in their user_config.
+    resolved way to the cloud model and `spec` the resource's spec: the gateway replicas get
+    all three in their user_config (jointserve.contract.GatewayConfig).
     """
 
     app_name: str
     service: str
     edge: ModelApp
-    cloud: dict[str, Any]
-    spec: dict[str, Any]
+    cloud: CloudTarget
+    spec: JointInferenceServiceSpec
     replicas: int = 1
     node_selector: dict[str, str] = field(default_factory=dict)
-
-
-def route_prefix(model_name: str) -> str:
-    """Where a model's OIP routes live: /v2/models/<name>."""
-    return f"/v2/models/{model_name}"
 
 
 def build_serve_config(models: list[ModelApp], settings: ServeSettings,
@@ -116,13 +122,13 @@ def _server_app(served: dict[str, str], settings: ServeSettings) -> dict[str, An
     return {
         "name": SERVER_APP,
         "route_prefix": SERVER_ROUTE,
-        "import_path": "jointserve.gateway:build_app",
+        "import_path": SERVER_IMPORT_PATH,
         "args": {"version": settings.version},
         "deployments": [
             {
-                "name": "server",
+                "name": SERVER_DEPLOYMENT,
                 "num_replicas": 1,
-                "user_config": {"models": dict(sorted(served.items()))},
+                "user_config": user_config(ServerConfig(models=dict(sorted(served.items())))),
                 "ray_actor_options": {"num_cpus": settings.replica_num_cpus},
             }
         ],
@@ -141,24 +147,16 @@ def _actor_options(layer: Layer, node_selector: dict[str, str],
 
 
 def _replica_config(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
-    """A model replica's user_config (jointserve.protocol._replica.ReplicaConfig)."""
-    config: dict[str, Any] = {
-        "version": model.version,
-        "url": model.url,
-        "sha256": model.sha256,
-        "store_root": settings.store_root,
-    }
-    if model.max_batch_size > 1:
-        config["max_batch_size"] = model.max_batch_size
-        config["batch_wait_timeout_s"] = model.batch_wait_timeout_s
-    return config
+    """A model replica's user_config."""
+    return user_config(ModelReplicaConfig(artifact=model.artifact(settings.store_root),
+                                          batching=model.batching))
 
 
 def _model_app(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
     return {
         "name": model.app_name,
         "route_prefix": route_prefix(model.model_name),
-        "import_path": IMPORT_PATHS[model.layer],
+        "import_path": MODEL_IMPORT_PATHS[model.layer],
         # args are part of the application's code version: keep version-specific data out
         # of them, or a version switch would restart replicas instead of reconfiguring them.
         "args": {"model_name": model.model_name},
@@ -184,15 +182,13 @@ def _gateway_app(gateway: GatewayApp, settings: ServeSettings) -> dict[str, Any]
             {
                 "name": GATEWAY_DEPLOYMENT,
                 "num_replicas": gateway.replicas,
-                "user_config": {
-                    "service": gateway.service,
-                    "stats_key": gateway.app_name,
-                    "edge": {"model_name": edge.model_name, "version": edge.version,
-                             "url": edge.url, "sha256": edge.sha256,
-                             "store_root": settings.store_root},
-                    "cloud": gateway.cloud,
-                    "spec": gateway.spec,
-                },
+                "user_config": user_config(GatewayConfig(
+                    service=gateway.service,
+                    stats_key=gateway.app_name,
+                    edge=edge.artifact(settings.store_root),
+                    cloud=gateway.cloud,
+                    spec=gateway.spec,
+                )),
                 # The edge model runs in the gateway: it goes where edge models go.
                 "ray_actor_options": _actor_options("edge", gateway.node_selector, settings),
             }

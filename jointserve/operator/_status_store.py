@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
-from ._directory import ResourceKey
+from jointserve.api import ResourceKey
 
 
 class StatusRecords(Protocol):

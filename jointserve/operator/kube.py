@@ -12,6 +12,7 @@ Imported only by that command, so embedded mode never loads the Kubernetes clien
 from __future__ import annotations
 
 import socket
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ from ._reconcile import Reconciler
 from ._serve_config import ServeSettings
 
 __all__ = ["FINALIZER", "ConfigException", "KubeOperator", "KubeSettings", "KubeSource", "LeaderElector",
-           "build_operator", "default_identity", "kube_client", "start_serve"]
+           "LeaseSettings", "build_operator", "default_identity", "kube_client", "run_operator",
+           "start_serve"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +78,51 @@ def build_operator(api_client: client.ApiClient, source: KubeSource, backend: Se
                             wanted=source.wants_model)
     return KubeOperator(source, reconciler, client.CustomObjectsApi(api_client), backend,
                         store, events, workloads)
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    namespace: str
+    name: str
+    identity: str
+    duration_s: float = 15.0  # how long a Lease outlives a leader that stopped renewing it
+
+
+def run_operator(api_client: client.ApiClient, settings: KubeSettings, lease: LeaseSettings,
+                 stop: threading.Event, *, namespace: str | None = None,
+                 ray_address: str | None = None, ingress: str = "haproxy",
+                 image_port: int = 8080, on_signals: Callable[[], None] = lambda: None,
+                 progress: Callable[[str], ProgressCallback | None] = lambda _label: None,
+                 say: Callable[[str], None] = print) -> None:
+    """Watch the cluster and, while this replica holds the Lease, reconcile; until `stop`.
+
+    Losing the Lease (the API server unreachable past the renew deadline, or another replica
+    took over) pauses reconciling; the watches keep the cache current meanwhile, and the next
+    term starts from the cluster's statuses. So it campaigns again rather than returning.
+    `on_signals` re-installs the caller's signal handlers after Ray installed its own.
+    """
+    source = KubeSource(api_client, namespace)
+    source.start(stop)
+    # Renew well before the Lease would expire, and retry often enough to meet that deadline.
+    elector = LeaderElector(api_client, lease.namespace, lease.name, lease.identity,
+                            lease_duration_s=lease.duration_s,
+                            renew_deadline_s=lease.duration_s * 2 / 3,
+                            retry_period_s=lease.duration_s / 7.5)
+    say(f"operator {lease.identity}: waiting for the Lease {lease.namespace}/{lease.name}")
+    backend: ServeBackend | None = None
+
+    def lead(lost: threading.Event) -> None:
+        nonlocal backend
+        if not source.wait_synced(stop):
+            return
+        # Ray and Serve once, on first leading: a standby replica leaves them alone.
+        if backend is None:
+            backend = start_serve(settings, ray_address, ingress)
+            on_signals()  # ray.init installs a SIGTERM handler of its own
+        operator = build_operator(api_client, source, backend, settings, lease.identity,
+                                  image_port=image_port, progress=progress)
+        say(f"operator {lease.identity}: leading; Ray Serve at http://{settings.host}:{settings.port}")
+        operator.run(stop, lost)
+
+    while elector.run(lead, stop) and not stop.is_set():
+        say(f"operator {lease.identity}: lost the Lease; waiting to lead again")

@@ -21,13 +21,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from jointserve.api import ResourceKey
 from jointserve.store import ArtifactStore, ProgressCallback
 
-from ._directory import ResourceKey, Snapshot
 from ._ingress import ingress_switches
-from ._reconcile import Desired, Reconciler
+from ._reconcile import Desired
 from ._serve_config import LAYER_RESOURCES, ServeSettings
-from ._status_store import StatusStore
+from .embedded import directory_operator
 
 DEFAULT_NAME = "jointserve"
 DEFAULT_NAMESPACE = "default"
@@ -68,18 +68,21 @@ def serve_url(name: str, namespace: str, port: int = SERVE_PORT) -> str:
     return f"http://{name}-serve-svc.{namespace}.svc:{port}"
 
 
-def export_config(snapshot: Snapshot, store: ArtifactStore, settings: ServeSettings,
+def export_config(directory: Path, store: ArtifactStore, settings: ServeSettings,
                   public_url: str,
                   progress: Callable[[str], ProgressCallback | None] = lambda _label: None) -> Export:
-    """The config a fresh operator's first pass would apply for `snapshot`, and the problems.
+    """The config a fresh embedded operator's first pass would apply for the resources in
+    `directory`, and the problems.
 
-    A throwaway status store: a previous run's saved status must not put a version in that
+    The same operator `jointserve serve` builds, over a backend that never applies, and with
+    a throwaway status store: a previous run's saved status must not put a version in that
     this export did not verify itself.
     """
     with tempfile.TemporaryDirectory(prefix="jointserve-export-") as tmp:
-        reconciler = Reconciler(_NoBackend(), store, StatusStore(Path(tmp)), settings,
-                                public_url, progress=progress)
-        desired = reconciler.desired(snapshot.resources)
+        operator = directory_operator(directory, Path(tmp), _NoBackend(), settings, public_url,
+                                      store=store, progress=progress)
+        snapshot = operator.source.scan()
+        desired = operator.reconciler.desired(snapshot.resources)
     return Export(desired.config, [*snapshot.errors.values(), *left_out(desired)],
                   loopback_urls(desired))
 

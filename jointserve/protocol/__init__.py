@@ -1,4 +1,6 @@
-"""Open Inference Protocol v2: wire models, the data plane and its HTTP adapter."""
+"""Open Inference Protocol v2: wire models, the data plane and its HTTP adapter, and the
+model replica logic both tiers share (ModelReplica: an endpoint whose version follows
+`reconfigure`)."""
 
 from ._dataplane import (
     INLINE_MAX_S,
@@ -12,9 +14,10 @@ from ._dataplane import (
     run_model,
     to_array,
 )
-from ._errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
+from ._errors import InferenceError, InvalidInput, MethodNotAllowed, ModelNotFound, ModelNotReady
 from ._http import (
     ModelEndpoint,
+    ServerEndpoint,
     answer,
     error_response,
     json_header_length,
@@ -23,8 +26,12 @@ from ._http import (
     require_method,
 )
 from ._oip import InferenceRequest, InferenceResponse, ModelMetadata, RequestInput
+from ._replica import ModelReplica, TensorAnswer, load_artifact
 
 __all__ = [
+    "ModelReplica",
+    "TensorAnswer",
+    "load_artifact",
     "INLINE_MAX_S",
     "JSON_LENGTH_HEADER",
     "InferenceError",
@@ -32,11 +39,13 @@ __all__ = [
     "InferenceResponse",
     "InvalidInput",
     "LoadedModel",
+    "MethodNotAllowed",
     "ModelEndpoint",
     "ModelMetadata",
     "ModelNotFound",
     "ModelNotReady",
     "RequestInput",
+    "ServerEndpoint",
     "answer",
     "decode_request",
     "encode_output",

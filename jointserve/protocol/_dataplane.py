@@ -1,9 +1,10 @@
 """The OIP v2 data plane for one model: decode -> validate against the model -> run -> encode.
 
-Protocol-agnostic and Ray-agnostic: the HTTP adapter (jointserve.protocol.http) and the Serve
-deployments call into it, and so can a plain ASGI server (the benchmarks' baseline). Model
-versions are immutable `LoadedModel` values; swapping one in is a single reference assignment,
-so a request in flight finishes on the version it started with.
+Protocol-agnostic and Ray-agnostic: the HTTP adapter (jointserve/protocol/_http.py, exported
+through jointserve.protocol) and the Serve deployments call into it, and so can a plain ASGI
+server (the benchmarks' baseline). Model versions are immutable `LoadedModel` values; swapping
+one in is a single reference assignment, so a request in flight finishes on the version it
+started with.
 
 Tensors arrive as JSON `data` or, with the binary data extension, as raw bytes after the JSON
 header (`decode_request(body, json_length)`); either way `request_tensor` yields one numpy
@@ -59,8 +60,10 @@ class LoadedModel:
 
 
 # Above this warm call time a model runs in a worker thread instead of on the event loop: a
-# thread hop costs ~50-100 µs, worth paying only for calls much longer than that. The
-# example models take 10-30 µs (shared/MEASUREMENTS.md) and run inline.
+# thread hop (asyncio.to_thread) costs ~35 µs, worth paying only for calls much longer than
+# that, while a slow model inline would stall every other request of the replica. The digits
+# edge model's warm call takes ~6 µs, so it runs inline. Both figures: docs/architecture.md,
+# section "Measured figures the code relies on".
 INLINE_MAX_S = 0.002
 
 

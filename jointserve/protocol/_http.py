@@ -1,6 +1,6 @@
-"""HTTP adapter: OIP v2 REST routes of one model, mapped onto the data plane.
+"""HTTP adapter: the OIP v2 REST routes, mapped onto the data plane.
 
-Routes, relative to the model's prefix /v2/models/<name>:
+Routes of one model (`ModelEndpoint`), relative to the model's prefix /v2/models/<name>:
 
     GET  ""                      model metadata
     GET  /ready                  200 when a version is loaded, 503 otherwise
@@ -8,8 +8,17 @@ Routes, relative to the model's prefix /v2/models/<name>:
                                  Inference-Header-Content-Length gives the JSON part's length)
     ...  /versions/<v>/...       the same, pinned to version <v> (404 if <v> is not the one served)
 
-Every failure becomes `{"error": "..."}` with the status on the exception; no exception escapes
-to Ray Serve, so a malformed request never costs a replica.
+Server-wide routes (`ServerEndpoint`), relative to /v2:
+
+    GET  ""                      server metadata
+    GET  /health/live            200 while the server answers
+    GET  /health/ready           200 when every served model is ready, 503 otherwise
+    *    /models/<other>/...     404 naming the models that are served
+
+Any other method on a route is a 405 with an `Allow` header naming the one it takes (HEAD is
+not taken where GET is: the OIP spec defines GET only). Every failure becomes
+`{"error": "..."}` with the status on the exception; no exception escapes to Ray Serve, so a
+malformed request never costs a replica.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -31,22 +40,29 @@ from ._dataplane import (
     infer,
     metadata,
 )
-from ._errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
+from ._errors import (
+    InferenceError,
+    InvalidInput,
+    MethodNotAllowed,
+    ModelNotFound,
+    ModelNotReady,
+)
 
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
 
 
-def json_response(payload: Any, status_code: int = 200) -> Response:
+def json_response(payload: Any, status_code: int = 200,
+                  headers: Mapping[str, str] | None = None) -> Response:
     """A JSON response without Starlette's JSONResponse re-encoding overhead."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return Response(body, status_code=status_code, media_type=JSON_TYPE)
+    return Response(body, status_code=status_code, headers=headers, media_type=JSON_TYPE)
 
 
 def error_response(exc: InferenceError) -> Response:
-    """The OIP error body for `exc`, with the status its class carries."""
-    return json_response({"error": exc.message}, exc.status_code)
+    """The OIP error body for `exc`, with the status its class carries and its headers."""
+    return json_response({"error": exc.message}, exc.status_code, exc.headers or None)
 
 
 def relative_path(request: Request) -> str:
@@ -108,15 +124,49 @@ class ModelEndpoint:
             return json_response(metadata(self._require_loaded(loaded)).model_dump(exclude_none=True))
         raise ModelNotFound(f"no route {request.url.path!r}; see the OIP v2 REST API")
 
-
     def _require_loaded(self, loaded: LoadedModel | None) -> LoadedModel:
         if loaded is None:
             raise ModelNotReady(f"model {self.name!r} has no loaded version yet")
         return loaded
 
 
-class MethodNotAllowed(InvalidInput):
-    status_code = 405
+class ServerEndpoint:
+    """The HTTP face of the server-wide routes: everything under /v2 but a served model's prefix.
+
+    Ray-free, like ModelEndpoint: the Serve deployment (gateway.OipServer) supplies `served`,
+    the names of the models served now, and `not_ready`, those of them that are not ready.
+    """
+
+    def __init__(self, name: str, version: str, served: Callable[[], Iterable[str]],
+                 not_ready: Callable[[], Awaitable[list[str]]]) -> None:
+        self.name = name
+        self.version = version
+        self._served = served
+        self._not_ready = not_ready
+
+    async def handle(self, request: Request) -> Response:
+        """Answer one HTTP request; never raises."""
+        return await answer(self._route, request, self.name)
+
+    async def _route(self, request: Request) -> Response:
+        path = relative_path(request)
+        if path == "":
+            require_method(request, "GET")
+            return json_response({"name": self.name, "version": self.version, "extensions": []})
+        if path == "/health/live":
+            require_method(request, "GET")
+            return json_response({"live": True})
+        if path == "/health/ready":
+            require_method(request, "GET")
+            not_ready = await self._not_ready()
+            if not_ready:
+                return json_response({"ready": False, "not_ready": not_ready}, 503)
+            return json_response({"ready": True})
+        if path.startswith("/models/"):  # any method: the model is not there to take one
+            name = path[len("/models/"):].split("/", 1)[0]
+            served = sorted(self._served())
+            raise ModelNotFound(f"model {name!r} is not served here; served models: {served}")
+        raise ModelNotFound(f"no route {request.url.path!r}; see the OIP v2 REST API")
 
 
 def json_header_length(headers: Mapping[str, str]) -> int | None:
@@ -134,7 +184,13 @@ def json_header_length(headers: Mapping[str, str]) -> int | None:
     return int(text)
 
 
-def require_method(request: Request, method: str) -> None:
-    """MethodNotAllowed (405) unless `request` uses `method`."""
-    if request.method != method:
-        raise MethodNotAllowed(f"{request.url.path} accepts {method}, not {request.method}")
+def require_method(request: Request, method: str, *more: str) -> None:
+    """MethodNotAllowed (405, with `Allow: <methods>`) unless `request` uses one of the methods.
+
+    Exact names only: HEAD is not implied by GET.
+    """
+    allowed = (method, *more)
+    if request.method not in allowed:
+        accepts = ", ".join(allowed)
+        raise MethodNotAllowed(f"{request.url.path} accepts {accepts}, not {request.method}",
+                               allowed)

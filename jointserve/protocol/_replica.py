@@ -1,7 +1,7 @@
 """What a Ray Serve replica of one InferenceModel does, shared by the edge and cloud tiers.
 
 The operator tells a replica which version to serve through the deployment's `user_config`
-(`ReplicaConfig`). Ray Serve delivers a changed user_config to the running replicas by calling
+(`jointserve.contract.ModelReplicaConfig`). Ray Serve delivers a changed user_config to the running replicas by calling
 `reconfigure` in place, without restarting them, so a version switch is: fetch (a cache hit: the
 operator fetched and verified it already), load, warm up, swap one reference. Requests keep
 being served by the old version until the swap and never fail because of it.
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
+from jointserve.contract import ArtifactRef, ModelReplicaConfig
 from jointserve.store import ArtifactStore
 
 from ._dataplane import LoadedModel, run_model
@@ -30,19 +30,6 @@ from ._errors import ModelNotReady
 from ._http import ModelEndpoint
 
 log = logging.getLogger(__name__)
-
-
-class ReplicaConfig(BaseModel):
-    """The deployment's user_config: which version to serve and where it comes from."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    version: str
-    url: str
-    sha256: str
-    store_root: str
-    max_batch_size: int = 1  # > 1: concurrent infer_tensors calls are batched (cloud tier)
-    batch_wait_timeout_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -58,22 +45,17 @@ class ModelReplica:
 
     def __init__(self, model_name: str) -> None:
         self.endpoint = ModelEndpoint(model_name)
-        self._config: ReplicaConfig | None = None
+        self._config: ModelReplicaConfig | None = None
 
     async def reconfigure(self, user_config: dict) -> None:
         """Switch to the version in `user_config`; the old one serves until the new one is ready."""
-        config = ReplicaConfig.model_validate(user_config)
+        config = ModelReplicaConfig.model_validate(user_config)
         if config == self._config:
             return
-        loaded = await asyncio.to_thread(self._load, config)
-        self.endpoint.loaded = loaded
+        if config.artifact != (self._config and self._config.artifact):
+            self.endpoint.loaded = await asyncio.to_thread(load_artifact, config.artifact)
+            log.info("model %s now serving version %s", self.endpoint.name, config.artifact.version)
         self._config = config
-        log.info("model %s now serving version %s", self.endpoint.name, config.version)
-
-    def _load(self, config: ReplicaConfig) -> LoadedModel:
-        store = ArtifactStore(Path(config.store_root))
-        fetched = store.fetch(self.endpoint.name, config.version, config.url, config.sha256)
-        return LoadedModel.load(self.endpoint.name, config.version, fetched.path)
 
     async def __call__(self, request: Request) -> Response:
         return await self.endpoint.handle(request)
@@ -88,3 +70,10 @@ class ModelReplica:
         if loaded is None:
             raise ModelNotReady(f"model {self.endpoint.name!r} has no loaded version yet")
         return loaded
+
+
+def load_artifact(artifact: ArtifactRef) -> LoadedModel:
+    """Fetch a verified version through this node's artifact store and load it (blocking)."""
+    store = ArtifactStore(Path(artifact.store_root))
+    fetched = store.fetch(artifact.model_name, artifact.version, artifact.url, artifact.sha256)
+    return LoadedModel.load(artifact.model_name, artifact.version, fetched.path)

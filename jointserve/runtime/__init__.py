@@ -5,8 +5,10 @@ optional `metadata.json`); its `inputs`/`outputs` are `TensorSpec`s in Open Infe
 terms, and `run` is safe to call from several threads. `oip_datatype` / `numpy_dtype`
 translate between OIP datatype strings and numpy. `build_pipeline` compiles a service's
 pre/post-processing steps (jointserve.api.PreStep / PostStep) into a numpy `Pipeline`.
+`run_batch` and its helpers stack many requests' tensors into one model call.
 """
 
+from ._batching import Feeds, batch_rows, run_batch, split_outputs, stack_feeds, stackable_groups
 from ._onnx import (
     THREADS_ENV,
     ModelLoadError,
@@ -18,6 +20,12 @@ from ._onnx import (
 from ._steps import MAX_IMAGE_PIXELS, Pipeline, StepInputError, build_pipeline, nms_indices
 
 __all__ = [
+    "Feeds",
+    "batch_rows",
+    "run_batch",
+    "split_outputs",
+    "stack_feeds",
+    "stackable_groups",
     "MAX_IMAGE_PIXELS",
     "THREADS_ENV",
     "ModelLoadError",

@@ -1,0 +1,59 @@
+"""The words every layer uses about resources: their keys, condition types and reasons.
+
+They sit on the lowest floor that needs them (as kopf keeps its `_cogs/structs/`): the
+operator's sources, reconciler and status writers, the CLI and the tests all import them
+from here, so a condition type or reason is spelled once.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._parse import Resource
+
+ResourceKey = tuple[str, str, str]
+"""(kind, namespace, name): one resource, in a directory or in a cluster."""
+
+
+def resource_key(resource: Resource) -> ResourceKey:
+    return (resource.kind, resource.metadata.namespace, resource.metadata.name)
+
+
+class ConditionType(StrEnum):
+    """Condition types in a resource's status (Kubernetes metav1.Condition `type`)."""
+
+    READY = "Ready"
+    ARTIFACT_VERIFIED = "ArtifactVerified"
+    PROGRESSING = "Progressing"
+    CLOUD_MODEL_READY = "CloudModelReady"  # JointInferenceService
+
+
+class Reason(StrEnum):
+    """Reasons the operator itself gives. Artifact failures carry the store's own reasons
+    (jointserve.store.ArtifactError.reason: Sha256Mismatch, HTTPError, UnsafeArchive, ...)."""
+
+    # Ready / Progressing
+    SERVING = "Serving"
+    DEPLOYING = "Deploying"
+    COMPLETE = "Complete"
+    DEPLOY_FAILED = "DeployFailed"
+    UNHEALTHY = "Unhealthy"
+    SCALED_TO_ZERO = "ScaledToZero"
+    MODEL_NAME_CONFLICT = "ModelNameConflict"
+    TARGET_VERSION_REJECTED = "TargetVersionRejected"
+    REPLICAS_NOT_READY = "ReplicasNotReady"  # image models' Deployment
+    WORKLOAD_FAILED = "WorkloadFailed"
+    # ArtifactVerified
+    VERIFIED = "Verified"
+    MODEL_INVALID = "ModelInvalid"
+    IMAGE_REFERENCE = "ImageReference"
+    IMAGE_NOT_SUPPORTED = "ImageNotSupported"
+    # JointInferenceService Ready / CloudModelReady
+    EDGE_MODEL_NOT_FOUND = "EdgeModelNotFound"
+    EDGE_MODEL_NOT_READY = "EdgeModelNotReady"
+    CLOUD_DEPLOYED = "Deployed"
+    CLOUD_REMOTE = "Remote"
+    CLOUD_MODEL_NOT_FOUND = "CloudModelNotFound"
+    CLOUD_MODEL_NOT_READY = "CloudModelNotReady"

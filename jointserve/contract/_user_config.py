@@ -1,0 +1,79 @@
+"""The `user_config` of each deployment the operator writes (see the package docstring).
+
+Ray Serve hands a changed user_config to running replicas through `reconfigure`, without a
+restart, so everything that may change while a model keeps serving (its version, a cloud
+target, a service's spec) travels here and never in an application's `args`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jointserve.api import JointInferenceServiceSpec
+
+
+class _UserConfig(BaseModel):
+    # Frozen: the operator compares desired state by value; extra="forbid": a field the
+    # replica does not know is a version skew to report, not to ignore.
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class ArtifactRef(_UserConfig):
+    """One verified model version: the replica fetches it through its node's artifact store
+    (a cache hit where the operator fetched it already), so every node checks the sha256."""
+
+    model_name: str
+    version: str
+    url: str
+    sha256: str
+    store_root: str
+
+
+class BatchLimits(_UserConfig):
+    """A cloud InferenceModel's `spec.batching`, in the units of Ray Serve's `@serve.batch`."""
+
+    max_batch_size: int = Field(1, ge=1)  # 1: no batching
+    batch_wait_timeout_s: float = Field(0.0, ge=0.0)
+
+
+class ModelReplicaConfig(_UserConfig):
+    """An InferenceModel replica (edge or cloud tier): the version to serve."""
+
+    artifact: ArtifactRef
+    batching: BatchLimits = BatchLimits()
+
+
+class CloudTarget(_UserConfig):
+    """How a gateway reaches its cloud model, as the operator resolved it."""
+
+    transport: Literal["handle", "http", "none"]
+    app_name: str | None = None  # handle: the cloud InferenceModel's application
+    # handle: the cloud model's batching, applied on the gateway's side too (one call per batch)
+    batching: BatchLimits = BatchLimits()
+    infer_url: str | None = None  # http: the OIP infer URL
+    why: str = ""  # none: why there is no cloud to call
+
+
+class GatewayConfig(_UserConfig):
+    """A JointInferenceService's gateway replica: the edge model it runs, the cloud it calls,
+    the service's spec, and the key its counters are reported under."""
+
+    service: str
+    stats_key: str
+    edge: ArtifactRef
+    cloud: CloudTarget
+    spec: JointInferenceServiceSpec
+
+
+class ServerConfig(_UserConfig):
+    """The server application: which model names are served, by which application."""
+
+    models: dict[str, str] = Field(default_factory=dict)
+
+
+def user_config(config: _UserConfig) -> dict[str, Any]:
+    """The JSON form Serve carries (and KubeRay's serveConfigV2 holds): what `model_validate`
+    on the replica reads back into an equal object."""
+    return config.model_dump(mode="json", exclude_none=True)
