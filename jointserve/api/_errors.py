@@ -68,11 +68,22 @@ def describe_errors(exc: ValidationError) -> list[str]:
             lines.append(f"{path}: unknown field")
         elif kind == "missing":
             lines.append(f"{path}: required field is missing")
+        elif kind == "string_type" and isinstance(err["input"], (bool, int, float)):
+            lines.append(_unquoted(path, err["input"]))
         elif kind == "literal_error":
             lines.append(f"{path}: must be one of {ctx.get('expected')} (got {err['input']!r})")
         else:
             lines.append(f"{path}: {err['msg'][0].lower()}{err['msg'][1:]}")
     return lines
+
+
+def _unquoted(path: str, value: bool | int | float) -> str:
+    """A string field that YAML read as a number or boolean: a sha256 of digits only, a version
+    like 1.0, `on`. The value may already be changed (leading zeros gone), so say to quote it."""
+    field = path.rsplit(".", 1)[-1].split("[", 1)[0]
+    kind = {bool: "a boolean", int: "an integer", float: "a number"}[type(value)]
+    return (f"{path}: must be a string, but YAML read the value as {kind} ({value!r}); "
+            f"quote it, e.g. {field}: \"...\"")
 
 
 def _is_union_tag(part: Any) -> bool:
