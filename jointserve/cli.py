@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("kind", nargs="?", default="inferencemodels", choices=sorted(_KIND_NAMES),
                      help="inferencemodels (im, default) or jointinferenceservices (jis)")
     get.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    get.add_argument("-o", "--output", choices=("wide",), default=None,
+                     help="wide: also the Ready condition's message, as kubectl get -o wide")
     get.set_defaults(func=_cmd_get)
 
     status = sub.add_parser("status", help="conditions of every resource and file errors")
@@ -97,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
                                  "(default: /var/lib/jointserve/store, an emptyDir)")
     rayservice.add_argument("--port", type=int, default=8000, help="Serve's HTTP port")
     rayservice.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy")
+    rayservice.add_argument("--head-layer", action="append", choices=("edge", "cloud"),
+                            default=[], dest="head_layers",
+                            help="let the head node run this layer's replicas too (repeatable; "
+                                 "default: none, the head runs Ray and Serve's controller only)")
+    rayservice.add_argument("--partial", action="store_true",
+                            help="print the RayService even when resources were left out "
+                                 "(still exit 1); default: print nothing then, so a pipe into "
+                                 "kubectl apply never applies half of it")
     rayservice.set_defaults(func=_cmd_export_rayservice)
     return parser
 
@@ -293,8 +303,13 @@ def _cmd_get(args: argparse.Namespace) -> int:
 
     kind = _KIND_NAMES[args.kind]
     header, row = _GET_TABLES[kind]
-    rows = [header] + [row(r["resource"], r.get("status", {}))
-                       for r in StatusStore(args.state_dir).all() if r["resource"]["kind"] == kind]
+    wide = args.output == "wide"
+    rows = [header + ["MESSAGE"] * wide]
+    for record in StatusStore(args.state_dir).all():
+        if record["resource"]["kind"] == kind:
+            status = record.get("status", {})
+            ready = _ready_condition(status)
+            rows.append(row(record["resource"], status) + [ready.get("message", "")] * wide)
     print(_table(rows))
     return 0
 
@@ -308,6 +323,7 @@ def _model_row(resource: dict, status: dict) -> list[str]:
         spec.get("targetVersion") or (spec.get("manifest") or [{}])[0].get("version", "-"),
         status.get("activeVersion") or "-",
         _condition(status, ConditionType.READY),
+        _ready_condition(status).get("reason") or "-",
         status.get("url") or "-",
     ]
 
@@ -320,6 +336,7 @@ def _service_row(resource: dict, status: dict) -> list[str]:
         f"{spec['cloudModel'].get('name') or spec['cloudModel'].get('url')} {status.get('cloudVersion') or '-'}",
         spec["hardExampleMining"]["name"],
         _condition(status, ConditionType.READY),
+        _ready_condition(status).get("reason") or "-",
         str(status.get("inferenceNumber", 0)),
         str(status.get("hardExampleNumber", 0)),
         f"{status.get('uploadCloudRatio', 0.0):.3f}",
@@ -334,9 +351,10 @@ _KIND_NAMES = {
     "jointinferenceservice": "JointInferenceService", "jis": "JointInferenceService",
 }
 _GET_TABLES = {
-    "InferenceModel": (["NAME", "MODEL", "LAYER", "TARGET", "ACTIVE", "READY", "URL"], _model_row),
-    "JointInferenceService": (["NAME", "EDGE", "CLOUD", "HEM", "READY", "INFERENCES", "HARD",
-                               "UPLOAD-RATIO", "FALLBACKS", "URL"], _service_row),
+    "InferenceModel": (["NAME", "MODEL", "LAYER", "TARGET", "ACTIVE", "READY", "REASON", "URL"],
+                       _model_row),
+    "JointInferenceService": (["NAME", "EDGE", "CLOUD", "HEM", "READY", "REASON", "INFERENCES",
+                               "HARD", "UPLOAD-RATIO", "FALLBACKS", "URL"], _service_row),
 }
 
 
@@ -358,6 +376,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for message in errors.values():
             print(f"  {message}")
     return 1 if errors else 0
+
+
+def _ready_condition(status: dict) -> dict:
+    return next((c for c in status.get("conditions", []) if c["type"] == ConditionType.READY), {})
 
 
 def _condition(status: dict, type_: str) -> str:
@@ -398,13 +420,18 @@ def _cmd_export_rayservice(args: argparse.Namespace) -> int:
     export = rs.export_config(args.directory, store, settings,
                               rs.serve_url(args.name, args.namespace, args.port),
                               progress=ProgressPrinter)
-    manifest = rs.rayservice(export.config, name=args.name, namespace=args.namespace,
-                             image=image, store_root=store_root, ingress=args.ingress)
-    print(rs.render(manifest, rs.note(image, store_root, args.ingress)), end="")
     for warning in export.warnings:
         print(f"jointserve: warning: {warning}", file=sys.stderr)
     for problem in export.problems:
         print(f"jointserve: left out: {problem}", file=sys.stderr)
+    if export.problems and not args.partial:
+        print("jointserve: nothing printed: fix the resources above, or pass --partial",
+              file=sys.stderr)
+        return 1
+    manifest = rs.rayservice(export.config, name=args.name, namespace=args.namespace,
+                             image=image, store_root=store_root, ingress=args.ingress,
+                             head_layers=args.head_layers)
+    print(rs.render(manifest, rs.note(image, store_root, args.ingress)), end="")
     return 1 if export.problems else 0
 
 

@@ -36,9 +36,17 @@ def state(tmp_path: Path) -> Path:
 def test_get_prints_a_kubectl_like_table(state: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["get", "im", "--state-dir", str(state)]) == 0
     header, row = capsys.readouterr().out.splitlines()
-    assert header.split() == ["NAME", "MODEL", "LAYER", "TARGET", "ACTIVE", "READY", "URL"]
-    assert row.split() == ["digits-edge", "digits-edge", "edge", "v2", "v1", "True",
+    assert header.split() == ["NAME", "MODEL", "LAYER", "TARGET", "ACTIVE", "READY", "REASON",
+                              "URL"]
+    assert row.split() == ["digits-edge", "digits-edge", "edge", "v2", "v1", "True", "Serving",
                            "http://127.0.0.1:8000"]
+
+
+def test_get_wide_adds_the_ready_message(state: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["get", "im", "-o", "wide", "--state-dir", str(state)]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[-1] == "MESSAGE"
+    assert row.endswith("serving v1")
 
 
 def test_status_shows_conditions_and_file_errors(state: Path, capsys: pytest.CaptureFixture) -> None:

@@ -119,11 +119,16 @@ def test_crd_shape() -> None:
     assert columns == {
         "MODEL": ("string", ".spec.modelName"),
         "LAYER": ("string", ".spec.deployToLayer"),
+        "TARGET": ("string", ".spec.targetVersion"),
         "VERSION": ("string", ".status.activeVersion"),
         "READY": ("string", '.status.conditions[?(@.type=="Ready")].status'),
+        "REASON": ("string", '.status.conditions[?(@.type=="Ready")].reason'),
         "URL": ("string", ".status.url"),
         "AGE": ("date", ".metadata.creationTimestamp"),
+        "MESSAGE": ("string", '.status.conditions[?(@.type=="Ready")].message'),
     }
+    # The message is long: only `kubectl get -o wide` shows it.
+    assert [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")] == ["MESSAGE"]
 
 
 def test_crd_round_trips_through_the_kubernetes_models() -> None:

@@ -108,8 +108,8 @@ def test_cluster_carries_the_layer_resources_and_ingress_switches(
     assert cluster["rayVersion"] == package_version("ray")
     head = cluster["headGroupSpec"]
     assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
-    assert _parse_resources_param(head["rayStartParams"]["resources"]) == {
-        "jointserve_edge": LAYER_CAPACITY, "jointserve_cloud": LAYER_CAPACITY}
+    # No layer resource on the head: model replicas never land next to the GCS and controller.
+    assert "resources" not in head["rayStartParams"]
     workers = {group["groupName"]: group for group in cluster["workerGroupSpecs"]}
     assert set(workers) == {"edge", "cloud"}
     for layer, group in workers.items():
@@ -125,6 +125,15 @@ def test_cluster_carries_the_layer_resources_and_ingress_switches(
         assert {e["name"]: e["value"] for e in container["env"]} == switches
         assert {"containerPort": 8000, "name": "serve"} in container["ports"]
         assert container["volumeMounts"][0]["mountPath"] == DEFAULT_STORE_ROOT
+
+
+def test_head_carries_a_layer_only_when_asked(resources: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    code, out, err = _export(resources, tmp_path / "state", capsys, "--head-layer", "edge")
+    assert code == 0, err
+    head = yaml.safe_load(out)["spec"]["rayClusterConfig"]["headGroupSpec"]
+    assert _parse_resources_param(head["rayStartParams"]["resources"]) == {
+        "jointserve_edge": LAYER_CAPACITY}
 
 
 def test_default_image_is_the_installed_ray(resources: Path, tmp_path: Path,
@@ -147,6 +156,11 @@ def test_resource_failing_verification_is_left_out_and_named(
     assert "InferenceModel default/digits-edge: Sha256Mismatch" in err
     # The service's gateway runs the edge model: no verified edge version, no gateway.
     assert "JointInferenceService default/digits: EdgeModelNotReady" in err
+    # `export ... | kubectl apply -f -` must not apply half the resources.
+    assert out == "" and "nothing printed" in err
+
+    code, out, err = _export(resources, tmp_path / "state", capsys, "--partial")
+    assert code == 1
     config = yaml.safe_load(yaml.safe_load(out)["spec"]["serveConfigV2"])
     ServeDeploySchema.model_validate(config)
     assert [app["name"] for app in config["applications"]] == ["jointserve", "im.default.digits-cloud"]

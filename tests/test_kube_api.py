@@ -82,10 +82,31 @@ def test_valid_inference_model_is_listed_with_printer_columns(kube: KubeAPIServe
     assert "inferencemodel.jointserve.io/digits-edge created" in done.stdout
 
     header, *rows = kube.kubectl_ok("get", "inferencemodels", "-n", NS).splitlines()
-    assert header.split() == ["NAME", "MODEL", "LAYER", "VERSION", "READY", "URL", "AGE"]
-    assert [row.split()[:3] for row in rows] == [["digits-edge", "digits-edge", "edge"]]
+    assert header.split() == ["NAME", "MODEL", "LAYER", "TARGET", "VERSION", "READY", "REASON",
+                              "URL", "AGE"]
+    assert [row.split()[:4] for row in rows] == [["digits-edge", "digits-edge", "edge", "v1"]]
     # Defaults from the schema are applied by the server, not only by the Python models.
     assert get_json(kube, "im", "digits-edge")["spec"]["replicas"] == 1
+
+
+def test_a_failing_model_shows_its_reason_and_wide_its_message(kube: KubeAPIServer) -> None:
+    assert apply(kube, example("digits-edge")).returncode == 0
+    message = "sha256 of http://files/digits-edge-v1.tar.gz is 9f2c..., the manifest says 6c1f..."
+    status = {"status": {"conditions": [
+        {"type": "ArtifactVerified", "status": "False", "reason": "Sha256Mismatch",
+         "message": message, "lastTransitionTime": "2026-12-02T00:00:00Z"},
+        {"type": "Ready", "status": "False", "reason": "Sha256Mismatch", "message": message,
+         "lastTransitionTime": "2026-12-02T00:00:00Z"}]}}
+    kube.kubectl_ok("patch", "im", "digits-edge", "-n", NS, "--subresource=status",
+                    "--type=merge", "-p", json.dumps(status))
+    header, row = kube.kubectl_ok("get", "im", "digits-edge", "-n", NS).splitlines()
+    columns = header.split()
+    assert "MESSAGE" not in columns  # priority 1: only with -o wide
+    assert dict(zip(columns, row.split()))["REASON"] == "Sha256Mismatch"
+    wide_header, wide_row = kube.kubectl_ok("get", "im", "digits-edge", "-n", NS,
+                                            "-o", "wide").splitlines()
+    print(f"\n$ kubectl get im digits-edge -o wide\n{wide_header}\n{wide_row}")
+    assert wide_header.split()[-1] == "MESSAGE" and wide_row.endswith(message)
 
 
 def test_valid_joint_service_is_accepted(kube: KubeAPIServer) -> None:

@@ -759,3 +759,88 @@ def test_failed_deployment_is_not_ready(
 
     assert condition(out, EDGE_KEY, "Ready") == ("False", "DeployFailed")
     assert condition(out, SERVICE_KEY, "Ready") == ("False", "DeployFailed")
+
+
+# -- what the operator tells about each resource (Kubernetes Events) ----------------------
+
+
+@pytest.fixture
+def events() -> list[tuple[tuple[str, str, str], str, str, str]]:
+    return []
+
+
+@pytest.fixture
+def reporting(backend: FakeBackend, store: ArtifactStore, statuses: StatusStore,
+              settings: ServeSettings, events: list) -> Reconciler:
+    """A Reconciler whose events go to `events` (Kubernetes mode's KubeEvents sink)."""
+    return Reconciler(backend, store, statuses, settings, PUBLIC_URL,
+                      events=lambda key, type_, reason, message: events.append(
+                          (key, type_, reason, message)))
+
+
+def test_one_failure_is_one_warning_not_one_per_condition(
+        reporting: Reconciler, events: list, archives: dict[str, Archive]) -> None:
+    broken = inference_model(EDGE, "edge", [entry("v1", archives["edge-v1"], WRONG_SHA)])
+    reporting.reconcile({EDGE_KEY: broken})
+    warnings = [e for e in events if e[1] == "Warning"]
+    # ArtifactVerified, Ready and Progressing all say the same thing: one event names all three.
+    assert len(warnings) == 1, warnings
+    (_, _, reason, message), = warnings
+    assert reason == "Sha256Mismatch"
+    assert message.startswith("ArtifactVerified=False, Ready=False, Progressing=False: ")
+    reporting.reconcile({EDGE_KEY: broken})
+    assert [e for e in events if e[1] == "Warning"] == warnings  # nothing changed: no event
+
+
+def test_switching_one_model_tells_nothing_about_the_untouched_other(
+        reporting: Reconciler, backend: FakeBackend, events: list,
+        archives: dict[str, Archive]) -> None:
+    v1, v2 = entry("v1", archives["edge-v1"]), entry("v2", archives["edge-v2"])
+    cloud = cloud_model(archives)
+    reporting.reconcile({EDGE_KEY: inference_model(EDGE, "edge", [v1, v2], target="v1"),
+                         CLOUD_KEY: cloud})
+    cloud_app = app_serving(backend.config, CLOUD)
+    events.clear()
+    # Serve applies the edge switch; while it does, it reports every application DEPLOYING.
+    backend.status = "DEPLOYING"
+    switched = {EDGE_KEY: inference_model(EDGE, "edge", [v1, v2], target="v2"), CLOUD_KEY: cloud}
+    out = reporting.reconcile(switched)
+    assert cloud_app is not None and served_version(backend.config, cloud_app) == "v1"
+    assert condition(out, CLOUD_KEY, "Ready") == ("True", "Serving")
+    assert condition(out, CLOUD_KEY, "Progressing") == ("False", "Complete")
+    backend.status = "RUNNING"
+    reporting.reconcile(switched)
+    assert {e[0] for e in events} == {EDGE_KEY}, events
+    assert any(e[2] == "Deploying" for e in events) and any(e[2] == "Complete" for e in events)
+
+
+def test_coming_back_to_a_verified_version_does_not_claim_a_download(
+        reporting: Reconciler, events: list, archives: dict[str, Archive]) -> None:
+    v1, v2 = entry("v1", archives["edge-v1"]), entry("v2", archives["edge-v2"])
+    for target in ("v1", "v2", "v1"):
+        reporting.reconcile({EDGE_KEY: inference_model(EDGE, "edge", [v1, v2], target=target)})
+    verified = [e[3] for e in events if e[2] == "Verified"]
+    assert verified and not any("download" in message for message in verified), verified
+
+
+def test_a_service_whose_edge_model_is_being_deleted_says_so(
+        reporting: Reconciler, backend: FakeBackend, archives: dict[str, Archive]) -> None:
+    resources = {EDGE_KEY: edge_model(archives), CLOUD_KEY: cloud_model(archives),
+                 SERVICE_KEY: joint_service()}
+    reporting.reconcile(resources)
+    # Kubernetes mode: digits-edge has a deletionTimestamp; its finalizer holds it meanwhile.
+    live = {k: v for k, v in resources.items() if k != EDGE_KEY}
+    out = reporting.reconcile(live, deleting={EDGE_KEY})
+    assert condition(out, SERVICE_KEY, "Ready") == ("False", "EdgeModelDeleting")
+    assert app_serving(backend.config, SERVICE) is None
+    out = reporting.reconcile(live)  # the finalizer released: the model is gone
+    assert condition(out, SERVICE_KEY, "Ready") == ("False", "EdgeModelNotFound")
+
+
+def test_a_service_whose_cloud_model_is_being_deleted_answers_from_the_edge(
+        reporting: Reconciler, backend: FakeBackend, archives: dict[str, Archive]) -> None:
+    resources = {EDGE_KEY: edge_model(archives), SERVICE_KEY: joint_service()}
+    out = reporting.reconcile(resources, deleting={CLOUD_KEY})
+    assert condition(out, SERVICE_KEY, "CloudModelReady") == ("False", "CloudModelDeleting")
+    gateway = app_serving(backend.config, SERVICE)
+    assert gateway is not None and gateway_cloud(backend.config, gateway)["transport"] == "none"

@@ -156,6 +156,10 @@ class InferenceModelStatus(Strict):
     conditions: list[Condition] = Field(default_factory=list)
 
 
+# The Ready condition in a printer column's JSONPath.
+_READY = f'.status.conditions[?(@.type=="{ConditionType.READY}")]'
+
+
 class InferenceModel(Strict):
     """A model served over Open Inference Protocol v2 on the edge or cloud layer."""
 
@@ -164,13 +168,17 @@ class InferenceModel(Strict):
     SHORT_NAMES: ClassVar[list[str]] = ["im"]
     # `kubectl get im` columns: the CRD's additionalPrinterColumns. Listing any replaces the
     # default NAME/AGE pair, hence AGE here.
-    PRINTER_COLUMNS: ClassVar[list[dict[str, str]]] = [
+    PRINTER_COLUMNS: ClassVar[list[dict[str, Any]]] = [
         {"name": "MODEL", "type": "string", "jsonPath": ".spec.modelName"},
         {"name": "LAYER", "type": "string", "jsonPath": ".spec.deployToLayer"},
+        {"name": "TARGET", "type": "string", "jsonPath": ".spec.targetVersion"},
         {"name": "VERSION", "type": "string", "jsonPath": ".status.activeVersion"},
-        {"name": "READY", "type": "string", "jsonPath": f'.status.conditions[?(@.type=="{ConditionType.READY}")].status'},
+        {"name": "READY", "type": "string", "jsonPath": _READY + ".status"},
+        # Why a model is not Ready (or not on its target) without `kubectl describe`.
+        {"name": "REASON", "type": "string", "jsonPath": _READY + ".reason"},
         {"name": "URL", "type": "string", "jsonPath": ".status.url"},
         {"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "MESSAGE", "type": "string", "priority": 1, "jsonPath": _READY + ".message"},
     ]
 
     apiVersion: Literal["jointserve.io/v1alpha1"] = API_VERSION

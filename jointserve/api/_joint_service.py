@@ -165,21 +165,27 @@ class JointInferenceServiceStatus(ServiceCounters):
     uploadCloudRatio: float = 0.0  # hardExampleNumber / inferenceNumber, as Sedna reports it
 
 
+# The Ready condition in a printer column's JSONPath.
+_READY = f'.status.conditions[?(@.type=="{ConditionType.READY}")]'
+
+
 class JointInferenceService(Strict):
     """One logical model over an edge and a cloud InferenceModel, routed by HEM."""
 
     KIND: ClassVar[str] = "JointInferenceService"
     PLURAL: ClassVar[str] = "jointinferenceservices"
     SHORT_NAMES: ClassVar[list[str]] = ["jis"]
-    PRINTER_COLUMNS: ClassVar[list[dict[str, str]]] = [
+    PRINTER_COLUMNS: ClassVar[list[dict[str, Any]]] = [
         {"name": "EDGE", "type": "string", "jsonPath": ".spec.edgeModel.name"},
         {"name": "CLOUD", "type": "string", "jsonPath": ".spec.cloudModel.name"},
         {"name": "HEM", "type": "string", "jsonPath": ".spec.hardExampleMining.name"},
-        {"name": "READY", "type": "string", "jsonPath": f'.status.conditions[?(@.type=="{ConditionType.READY}")].status'},
+        {"name": "READY", "type": "string", "jsonPath": _READY + ".status"},
+        {"name": "REASON", "type": "string", "jsonPath": _READY + ".reason"},
         {"name": "INFERENCES", "type": "integer", "jsonPath": ".status.inferenceNumber"},
         {"name": "HARD", "type": "integer", "jsonPath": ".status.hardExampleNumber"},
         {"name": "URL", "type": "string", "jsonPath": ".status.url"},
         {"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "MESSAGE", "type": "string", "priority": 1, "jsonPath": _READY + ".message"},
     ]
 
     apiVersion: Literal["jointserve.io/v1alpha1"] = API_VERSION

@@ -53,7 +53,9 @@ class Reason(StrEnum):
     # JointInferenceService Ready / CloudModelReady
     EDGE_MODEL_NOT_FOUND = "EdgeModelNotFound"
     EDGE_MODEL_NOT_READY = "EdgeModelNotReady"
+    EDGE_MODEL_DELETING = "EdgeModelDeleting"
     CLOUD_DEPLOYED = "Deployed"
     CLOUD_REMOTE = "Remote"
     CLOUD_MODEL_NOT_FOUND = "CloudModelNotFound"
     CLOUD_MODEL_NOT_READY = "CloudModelNotReady"
+    CLOUD_MODEL_DELETING = "CloudModelDeleting"

@@ -9,7 +9,7 @@ why under `CloudModelReady`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from jointserve.api import (
@@ -60,16 +60,28 @@ class JointPlan:
 def plan_service(key: ResourceKey, service: JointInferenceService,
                  models: Mapping[ResourceKey, InferenceModel],
                  verified: Mapping[ResourceKey, ModelApp | None],
-                 app_name: str, public_url: str, taken_names: set[str]) -> JointPlan:
-    """The gateway application of `service`, from the InferenceModel plans of this pass."""
+                 app_name: str, public_url: str, taken_names: set[str],
+                 deleting: Collection[ResourceKey] = frozenset()) -> JointPlan:
+    """The gateway application of `service`, from the InferenceModel plans of this pass.
+
+    `deleting`: InferenceModels being deleted (Kubernetes mode, finalizer pending); they are
+    no longer in `models`, and a service using one says so rather than "not found".
+    """
     _, namespace, name = key
     spec = service.spec
-    cloud, cloud_problem = _cloud_target(namespace, service, models, verified, public_url)
+    cloud, cloud_problem = _cloud_target(namespace, service, models, verified, public_url,
+                                         deleting)
     if name in taken_names:
         return JointPlan(None, Problem(Reason.MODEL_NAME_CONFLICT,
                                        f"/v2/models/{name} is already served by another resource"),
                          cloud_problem)
     edge_key = (InferenceModel.KIND, namespace, spec.edgeModel.name)
+    if edge_key in deleting:
+        return JointPlan(None, Problem(Reason.EDGE_MODEL_DELETING,
+                                       f"edgeModel {spec.edgeModel.name!r} is being deleted: this "
+                                       "service is not served until an InferenceModel of that "
+                                       "name exists again or spec.edgeModel names another"),
+                         cloud_problem)
     if edge_key not in models:
         return JointPlan(None, Problem(Reason.EDGE_MODEL_NOT_FOUND,
                                        f"edgeModel {spec.edgeModel.name!r}: no InferenceModel of "
@@ -96,13 +108,18 @@ def plan_service(key: ResourceKey, service: JointInferenceService,
 def _cloud_target(namespace: str, service: JointInferenceService,
                   models: Mapping[ResourceKey, InferenceModel],
                   verified: Mapping[ResourceKey, ModelApp | None],
-                  public_url: str) -> tuple[CloudTarget, CloudResolution]:
+                  public_url: str,
+                  deleting: Collection[ResourceKey]) -> tuple[CloudTarget, CloudResolution]:
     ref = service.spec.cloudModel
     if ref.url is not None:
         url = f"{ref.url.rstrip('/')}{route_prefix(ref.modelName or '')}/infer"
         return (CloudTarget(transport="http", infer_url=url),
                 CloudResolution(Reason.CLOUD_REMOTE, f"remote model at {url}"))
     cloud_key = (InferenceModel.KIND, namespace, ref.name or "")
+    if cloud_key in deleting:
+        why = f"cloudModel {ref.name!r} is being deleted: hard inputs get the edge answer"
+        return (CloudTarget(transport="none", why=why),
+                CloudResolution(Reason.CLOUD_MODEL_DELETING, why))
     if cloud_key not in models:
         why = f"cloudModel {ref.name!r}: no InferenceModel of that name in namespace {namespace}"
         return (CloudTarget(transport="none", why=why),
@@ -124,11 +141,12 @@ def _cloud_target(namespace: str, service: JointInferenceService,
 
 def service_status(service: JointInferenceService, plan: JointPlan, previous: JointInferenceServiceStatus,
                    state: AppState | None, seen_running: bool, counters: Mapping[str, int] | None,
-                   public_url: str) -> JointInferenceServiceStatus:
+                   public_url: str, *, steady: bool = False) -> JointInferenceServiceStatus:
     """The status to report: conditions from the plan and Serve, counters from the gateways.
 
     `seen_running`: this operator saw the gateway app RUNNING before, so during a rollout
-    the previous configuration is still answering.
+    the previous configuration is still answering. `steady`: this pass left the gateway's
+    config as it was, so a non-RUNNING state is Serve applying other changes, not a rollout.
     """
     generation = service.metadata.generation
     conditions = list(previous.conditions)
@@ -136,7 +154,12 @@ def service_status(service: JointInferenceService, plan: JointPlan, previous: Jo
                                "True" if plan.cloud.ok else "False",
                                plan.cloud.reason, plan.cloud.message, generation)
     app = plan.app
-    if app is None:
+    was_ready = get_condition(conditions, ConditionType.READY)
+    if (steady and state is not None
+            and state.status not in {"RUNNING", "DEPLOY_FAILED", "UNHEALTHY"}
+            and was_ready is not None and was_ready.status == "True"):
+        pass  # Ready stays as it was
+    elif app is None:
         assert plan.problem is not None
         conditions = set_condition(conditions, ConditionType.READY, "False", plan.problem.reason,
                                    plan.problem.message, generation)
@@ -150,7 +173,6 @@ def service_status(service: JointInferenceService, plan: JointPlan, previous: Jo
                                    "".join(p.capitalize() for p in state.status.split("_")),
                                    state.message[-500:], generation)
     else:
-        was_ready = get_condition(conditions, ConditionType.READY)
         serving = seen_running and was_ready is not None and was_ready.status == "True"
         conditions = set_condition(conditions, ConditionType.READY, "True" if serving else "False",
                                    Reason.SERVING if serving else Reason.DEPLOYING,

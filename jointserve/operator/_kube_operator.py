@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from jointserve.api import API_GROUP, InferenceModel, Resource, ResourceKey
+from jointserve.api import API_GROUP, InferenceModel, JointInferenceService, Resource, ResourceKey
 from jointserve.contract import app_name
 from jointserve.store import ArtifactStore
 
@@ -51,6 +51,7 @@ class KubeOperator:
     first_pass: threading.Event = field(default_factory=threading.Event)
     _last_good: dict[ResourceKey, Resource] = field(default_factory=dict)
     _reported: dict[ResourceKey, str] = field(default_factory=dict)
+    _warned_in_use: set[tuple[ResourceKey, str]] = field(default_factory=set)  # (key, uid)
 
     def run(self, *stops: threading.Event) -> None:
         """Reconcile now, then after every change and at least every `resync_s`, until one of
@@ -69,8 +70,10 @@ class KubeOperator:
             for key, obj in live.items():
                 self._ensure_finalizer(key, obj)
             resources = self._resources(live)
-            self.reconciler.reconcile(resources)
-            self._finalize({k: o for k, o in objects.items() if is_deleting(o)}, resources)
+            deleting = {k: o for k, o in objects.items() if is_deleting(o)}
+            self._warn_in_use(deleting, resources)
+            self.reconciler.reconcile(resources, deleting=set(deleting))
+            self._finalize(deleting, resources)
         except Exception:  # noqa: BLE001 - one failed pass must not end the operator
             log.exception("reconcile pass failed; retrying on the next change or resync")
         else:
@@ -95,6 +98,23 @@ class KubeOperator:
         for key in set(self._reported) - set(errors):
             del self._reported[key]
         return resources
+
+    def _warn_in_use(self, deleting: Mapping[ResourceKey, dict[str, Any]],
+                     live: Mapping[ResourceKey, Resource]) -> None:
+        """A Warning on each InferenceModel being deleted that a live service still uses, once
+        per deletion: `kubectl delete im` gives no other sign that it breaks a service."""
+        for key, obj in deleting.items():
+            uid = obj["metadata"].get("uid", "")
+            if key[0] != InferenceModel.KIND or (key, uid) in self._warned_in_use:
+                continue
+            uses = _services_using(key, live)
+            if uses:
+                self.events(key, "Warning", "InUse",
+                            f"deleted while used by {'; '.join(uses)}; those services report "
+                            "EdgeModelDeleting (not served) or CloudModelDeleting (edge answers "
+                            "only) until it is gone, then EdgeModelNotFound / CloudModelNotFound")
+                self._warned_in_use.add((key, uid))
+        self._warned_in_use &= {(k, o["metadata"].get("uid", "")) for k, o in deleting.items()}
 
     # -- finalizers -------------------------------------------------------------------------
 
@@ -153,3 +173,19 @@ class KubeOperator:
             if (InferenceModel.KIND, namespace, name) not in objects:
                 log.info("removing workload %s/%s: its InferenceModel is gone", namespace, name)
                 self.workloads.delete(namespace, name)
+
+
+def _services_using(model: ResourceKey, live: Mapping[ResourceKey, Resource]) -> list[str]:
+    """'JointInferenceService <name> (edge model)' for each live service naming `model`."""
+    _, namespace, name = model
+    out = []
+    for (kind, ns, service_name), resource in sorted(live.items()):
+        if kind != JointInferenceService.KIND or ns != namespace:
+            continue
+        assert isinstance(resource, JointInferenceService)
+        roles = [role for role, ref in (("edge model", resource.spec.edgeModel.name),
+                                        ("cloud model", resource.spec.cloudModel.name))
+                 if ref == name]
+        if roles:
+            out.append(f"JointInferenceService {service_name} ({' and '.join(roles)})")
+    return out

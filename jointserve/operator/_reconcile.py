@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
@@ -159,24 +159,33 @@ class Reconciler:
             and (record := statuses.read(key)) is not None
         }
 
-    def desired(self, resources: Mapping[ResourceKey, Resource]) -> Desired:
+    def desired(self, resources: Mapping[ResourceKey, Resource],
+                deleting: Collection[ResourceKey] = frozenset()) -> Desired:
         """Plan every resource (fetching and verifying archives) and build the Serve config,
         without applying it: `reconcile` applies it, `jointserve export rayservice` prints it,
-        so both hand Serve the same verified versions."""
+        so both hand Serve the same verified versions. `deleting`: resources on their way out
+        (not in `resources`), which services using them report."""
         models = {k: r for k, r in sorted(resources.items()) if isinstance(r, InferenceModel)}
         services = {k: r for k, r in sorted(resources.items()) if isinstance(r, JointInferenceService)}
         plans = {key: self._plan(key, model) for key, model in models.items()}
         plans = _refuse_duplicate_model_names(models, plans)
-        joint_plans = self._plan_services(services, models, plans)
+        joint_plans = self._plan_services(services, models, plans, deleting)
         config = build_serve_config([p.app for p in plans.values() if p.app], self.settings,
                                     [p.app for p in joint_plans.values() if p.app])
         return Desired(models, services, plans, joint_plans, config)
 
-    def reconcile(self, resources: Mapping[ResourceKey, Resource]) -> dict[ResourceKey, Status]:
+    def reconcile(self, resources: Mapping[ResourceKey, Resource],
+                  deleting: Collection[ResourceKey] = frozenset()) -> dict[ResourceKey, Status]:
         """One pass; safe to call as often as wanted (it applies only on change)."""
-        desired = self.desired(resources)
+        desired = self.desired(resources, deleting)
         models, services, config = desired.models, desired.services, desired.config
         plans, joint_plans = desired.plans, desired.joint_plans
+        # Applications whose config this pass leaves as it was, and that were seen running:
+        # whatever Serve reports for them while it applies other changes, they are serving
+        # what they served (no "deploying v1" for a model nobody touched).
+        before = {app["name"]: app for app in (self._applied or {}).get("applications", [])}
+        steady = {app["name"] for app in config["applications"]
+                  if before.get(app["name"]) == app and app["name"] in self._seen_running}
         if config != self._applied:
             log.info("applying Serve config with %d application(s)", len(config["applications"]))
             self.backend.apply(config)
@@ -189,7 +198,7 @@ class Reconciler:
             if model.spec.image and self._images is not None:
                 status = self._image_status(key, model)
             else:
-                status = self._status(key, model, plans[key], states)
+                status = self._status(key, model, plans[key], states, steady)
             out[key] = self._save(key, model, status)
         counters = self.backend.service_counters() if services else {}
         for key, service in services.items():
@@ -197,7 +206,8 @@ class Reconciler:
             state = states.get(plan.app.app_name) if plan.app else None
             status = service_status(service, plan, self._saved(key, JointInferenceServiceStatus),
                                     state, app_name(key) in self._seen_running,
-                                    counters.get(app_name(key)), self.public_url)
+                                    counters.get(app_name(key)), self.public_url,
+                                    steady=app_name(key) in steady)
             out[key] = self._save(key, service, status)
         self._seen_running |= {name for name, state in states.items() if state.status == "RUNNING"}
         for key in set(self._records) - set(models) - set(services):
@@ -209,14 +219,15 @@ class Reconciler:
 
     def _plan_services(self, services: Mapping[ResourceKey, JointInferenceService],
                        models: Mapping[ResourceKey, InferenceModel],
-                       plans: Mapping[ResourceKey, Plan]) -> dict[ResourceKey, JointPlan]:
+                       plans: Mapping[ResourceKey, Plan],
+                       deleting: Collection[ResourceKey]) -> dict[ResourceKey, JointPlan]:
         # /v2/models/<name> belongs to InferenceModels first, then to services by key order.
         taken = {model.spec.modelName for model in models.values()}
         verified = {key: plan.verified for key, plan in plans.items()}
         out = {}
         for key, service in services.items():
             out[key] = plan_service(key, service, models, verified, app_name(key),
-                                    self.public_url, set(taken))
+                                    self.public_url, set(taken), deleting)
             taken.add(key[2])
         return out
 
@@ -230,15 +241,22 @@ class Reconciler:
         return status
 
     def _report_changes(self, key: ResourceKey, before: dict, status: Status) -> None:
-        """One event per condition that changed in this pass (status, reason or message)."""
+        """One event per change of this resource's conditions in this pass (status, reason or
+        message); conditions that changed to the same message (one failure seen as
+        ArtifactVerified, Ready and Progressing) make one event, of the first such condition,
+        naming all of them."""
         if self._events is None:
             return
         old = {c["type"]: (c["status"], c.get("reason", ""), c.get("message", ""))
                for c in before.get("conditions", [])}
-        for cond in status.conditions:
-            if old.get(cond.type) != (cond.status, cond.reason, cond.message):
-                self._events(key, _event_type(cond), cond.reason or cond.type,
-                             f"{cond.type}={cond.status}: {cond.message}")
+        changed = [c for c in status.conditions
+                   if old.get(c.type) != (c.status, c.reason, c.message)]
+        by_message: dict[tuple[str, str], list[Condition]] = {}
+        for cond in changed:
+            by_message.setdefault((_event_type(cond), cond.message), []).append(cond)
+        for (type_, message), conds in by_message.items():
+            states = ", ".join(f"{c.type}={c.status}" for c in conds)
+            self._events(key, type_, conds[0].reason or conds[0].type, f"{states}: {message}")
 
     def _saved(self, key: ResourceKey, status_type: type[S]) -> S:
         saved = (self._records.get(key) or {}).get("status")
@@ -328,8 +346,9 @@ class Reconciler:
         except Exception as exc:  # noqa: BLE001 - any load failure means "do not serve this"
             log.error("%s: archive verified but the model does not load: %s", label, exc)
             return Verification(False, Reason.MODEL_INVALID, f"model in {entry.downloadURL} does not load: {exc}")
-        source = "cached" if fetched.cache_hit else "downloaded"
-        return Verification(True, Reason.VERIFIED, f"{entry.version} {source}, sha256 matches, model loads")
+        # The same words whether it was downloaded now or found in the store: this result is
+        # remembered and shown again whenever the spec comes back to this version.
+        return Verification(True, Reason.VERIFIED, f"{entry.version}: sha256 matches, model loads")
 
     def _cancellable(self, model_name: str, label: str) -> ProgressCallback:
         """The progress callback, which also gives up once `model_name` is no longer wanted."""
@@ -374,7 +393,8 @@ class Reconciler:
                                     conditions=conditions)
 
     def _status(self, key: ResourceKey, model: InferenceModel, plan: Plan,
-                states: dict[str, AppState]) -> InferenceModelStatus:
+                states: dict[str, AppState], steady: Collection[str] = frozenset()
+                ) -> InferenceModelStatus:
         previous = self._saved_status(key)
         generation = model.metadata.generation
         conditions = list(previous.conditions)
@@ -391,19 +411,25 @@ class Reconciler:
             conditions = set_condition(conditions, ConditionType.PROGRESSING, "False", reason, message, generation)
             return InferenceModelStatus(url=None, activeVersion=None,
                                         observedGeneration=generation, conditions=conditions)
-        if state is not None and state.status == "RUNNING":
+        was_ready = get_condition(conditions, ConditionType.READY)
+        if (app.app_name in steady and state is not None
+                and state.status not in _FAILED | {"RUNNING"} and active == app.version
+                and was_ready is not None and was_ready.status == "True"):
+            # Untouched by this pass and serving before: Serve applying other applications'
+            # changes is not a rollout of this one. Ready stays as it was.
+            state = replace(state, status="RUNNING")
+        elif state is not None and state.status == "RUNNING":
             active = app.version
             conditions = set_condition(conditions, ConditionType.READY, "True", Reason.SERVING,
                                        f"serving {app.version} on {state.running_replicas} replica(s)",
                                        generation)
-        elif state is not None and state.status in {"DEPLOY_FAILED", "UNHEALTHY"}:
+        elif state is not None and state.status in _FAILED:
             conditions = set_condition(conditions, ConditionType.READY, "False", _camel(state.status),
                                        state.message[-500:], generation)
         else:
             # During a rollout the previous version keeps answering: still Ready.
             # Only if this operator saw the application running: a status saved by one
             # whose Ray is gone (embedded mode restarted) must not claim Ready.
-            was_ready = get_condition(conditions, ConditionType.READY)
             serving_old = (app.app_name in self._seen_running and active is not None
                            and was_ready is not None and was_ready.status == "True")
             conditions = set_condition(conditions, ConditionType.READY, "True" if serving_old else "False",
@@ -413,6 +439,10 @@ class Reconciler:
                                    observed_generation=generation)
         return InferenceModelStatus(url=self.public_url, activeVersion=active,
                                     observedGeneration=generation, conditions=conditions)
+
+
+# Serve application states that mean the application does not serve as configured.
+_FAILED = frozenset({"DEPLOY_FAILED", "UNHEALTHY"})
 
 
 def _progress_condition(plan: Plan, state: AppState | None) -> tuple[str, str, str]:

@@ -143,15 +143,21 @@ class _NoBackend:
 
 def rayservice(config: dict[str, Any], *, name: str = DEFAULT_NAME,
                namespace: str = DEFAULT_NAMESPACE, image: str | None = None,
-               store_root: str = DEFAULT_STORE_ROOT, ingress: str = "haproxy") -> dict[str, Any]:
-    """A RayService serving `config`: a head carrying both layers, one worker group per layer."""
+               store_root: str = DEFAULT_STORE_ROOT, ingress: str = "haproxy",
+               head_layers: Iterable[str] = ()) -> dict[str, Any]:
+    """A RayService serving `config`: one worker group per layer, and a head that carries
+    the layers in `head_layers` only (default none: model replicas stay off the head, which
+    runs the GCS and Serve's controller)."""
     image = image or default_image()
     port = int(config["http_options"]["port"])
     env = ingress_switches(ingress)
+    # Dashboard on all interfaces: KubeRay submits serveConfigV2 through it.
+    head_params = {"dashboard-host": "0.0.0.0"}
+    on_head = [LAYER_RESOURCES[layer] for layer in LAYER_RESOURCES if layer in set(head_layers)]
+    if on_head:
+        head_params["resources"] = resources_param(on_head)
     head = {
-        # Dashboard on all interfaces: KubeRay submits serveConfigV2 through it.
-        "rayStartParams": {"dashboard-host": "0.0.0.0",
-                           "resources": resources_param(LAYER_RESOURCES.values())},
+        "rayStartParams": head_params,
         "template": _pod("ray-head", image, port, store_root, env, HEAD_RESOURCES, head=True),
     }
     workers = [
