@@ -844,3 +844,56 @@ def test_a_service_whose_cloud_model_is_being_deleted_answers_from_the_edge(
     assert condition(out, SERVICE_KEY, "CloudModelReady") == ("False", "CloudModelDeleting")
     gateway = app_serving(backend.config, SERVICE)
     assert gateway is not None and gateway_cloud(backend.config, gateway)["transport"] == "none"
+
+
+def test_a_rejected_target_falls_back_to_the_version_that_ran_not_one_that_failed_in_serve(
+        reconciler: Reconciler, backend: FakeBackend, archives: dict[str, Archive]) -> None:
+    v1, v2 = entry("v1", archives["edge-v1"]), entry("v2", archives["edge-v2"])
+    v3 = entry("v3", archives["edge-v2"], WRONG_SHA)
+    reconciler.reconcile({EDGE_KEY: inference_model(EDGE, "edge", [v1, v2, v3], target="v1")})
+    app = app_serving(backend.config, EDGE)
+    assert app is not None
+    backend.overrides[app] = "DEPLOY_FAILED"  # v2 verified, but its replicas never came up
+    out = reconciler.reconcile({EDGE_KEY: inference_model(EDGE, "edge", [v1, v2, v3], target="v2")})
+    assert condition(out, EDGE_KEY, "Ready") == ("False", "DeployFailed")
+
+    out = reconciler.reconcile({EDGE_KEY: inference_model(EDGE, "edge", [v1, v2, v3], target="v3")})
+    assert served_version(backend.config, app) == "v1"
+    assert condition(out, EDGE_KEY, "Progressing") == ("False", "TargetVersionRejected")
+
+
+@dataclass
+class FakeWorkload:
+    url: str
+    ready: bool = True
+    message: str = "1/1 replicas ready"
+
+
+class FakeImages:
+    """Kubernetes mode's image runner (Deployment + Service), recording what it was asked."""
+
+    def __init__(self) -> None:
+        self.ensured: list[str] = []
+
+    def ensure(self, model: dict[str, Any]) -> FakeWorkload:
+        self.ensured.append(model["metadata"]["name"])
+        return FakeWorkload(url=f"http://{model['metadata']['name']}.default.svc:8080")
+
+
+def test_two_image_models_with_one_model_name_run_only_the_first(
+        backend: FakeBackend, store: ArtifactStore, statuses: StatusStore,
+        settings: ServeSettings) -> None:
+    images = FakeImages()
+    reconciler = Reconciler(backend, store, statuses, settings, PUBLIC_URL, images=images)
+
+    def image_model(name: str) -> Any:
+        return parse_resource({"apiVersion": "jointserve.io/v1alpha1", "kind": IM,
+                               "metadata": {"name": name, "namespace": "default"},
+                               "spec": {"modelName": "shared", "deployToLayer": "cloud",
+                                        "image": "example/model:1"}}, f"test:{name}")
+
+    first, second = (IM, "default", "a-model"), (IM, "default", "b-model")
+    out = reconciler.reconcile({second: image_model("b-model"), first: image_model("a-model")})
+    assert images.ensured == ["a-model"]
+    assert condition(out, first, "Ready") == ("True", "Serving")
+    assert condition(out, second, "Ready") == ("False", "ModelNameConflict")

@@ -148,7 +148,8 @@ class Reconciler:
         self._images = images
         self._wanted = wanted
         self._verified: dict[tuple[str, str, str, str], Verification] = {}
-        self._deployed: dict[ResourceKey, ModelApp] = {}
+        self._deployed: dict[ResourceKey, ModelApp] = {}  # last handed to Serve
+        self._serving: dict[ResourceKey, ModelApp] = {}  # last seen RUNNING in Serve
         self._applied: dict | None = None
         self._seen_running: set[str] = set()  # applications this operator saw RUNNING
         # Status records as last written, read from disk once: a pass runs every second, and
@@ -193,9 +194,14 @@ class Reconciler:
         self._deployed = {k: p.verified for k, p in plans.items() if p.verified}
         states = self.backend.app_states()
         self._seen_running &= set(states)  # an application deleted and redeployed starts over
+        self._serving = {key: app for key, app in self._serving.items() if key in models}
+        for key, plan in plans.items():
+            if plan.app is not None and getattr(states.get(plan.app.app_name), "status", "") == "RUNNING":
+                self._serving[key] = plan.app
         out: dict[ResourceKey, Status] = {}
         for key, model in models.items():
-            if model.spec.image and self._images is not None:
+            conflict = plans[key].verification.reason == Reason.MODEL_NAME_CONFLICT
+            if model.spec.image and self._images is not None and not conflict:
                 status = self._image_status(key, model)
             else:
                 status = self._status(key, model, plans[key], states, steady)
@@ -300,7 +306,10 @@ class Reconciler:
 
     def _keep_serving(self, key: ResourceKey, model: InferenceModel) -> ModelApp | None:
         """The version already deployed for `key`, with the spec's other fields applied."""
-        previous = self._deployed.get(key) or self._from_saved_status(key, model)
+        # What Serve ran last, not what it was last handed: a version that verified but never
+        # came up (DEPLOY_FAILED) is no version to fall back to.
+        previous = (self._serving.get(key) or self._deployed.get(key)
+                    or self._from_saved_status(key, model))
         if previous is None or previous.model_name != model.spec.modelName:
             return None
         return replace(previous, layer=model.spec.deployToLayer, replicas=model.spec.replicas,
