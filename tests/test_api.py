@@ -313,3 +313,31 @@ def test_the_example_manifests_quote_what_yaml_would_retype(
     (tmp_path / "digits-edge.yaml").write_text(text)
     (model,) = load_file(tmp_path / "digits-edge.yaml")
     assert model.spec.manifest[0].sha256sum == sha and model.spec.manifest[0].version == "1.0"
+
+
+@pytest.mark.parametrize(("autoscaling", "extra", "message"), [
+    pytest.param({"minReplicas": 3, "maxReplicas": 2}, {}, "spec.autoscaling.minReplicas: must "
+                 "not exceed maxReplicas (3 > 2)", id="min-above-max"),
+    pytest.param({"minReplicas": 0, "maxReplicas": 2}, {}, "spec.autoscaling.minReplicas",
+                 id="to-zero"),
+    pytest.param({"maxReplicas": 2, "targetInFlight": 0}, {}, "spec.autoscaling.targetInFlight",
+                 id="no-target"),
+    pytest.param({"maxReplicas": 2}, {"image": "example/m:1", "manifest": []},
+                 "spec.autoscaling: is for manifest models", id="image-model"),
+])
+def test_bad_autoscaling_names_the_field(autoscaling: dict, extra: dict, message: str) -> None:
+    doc = yaml.safe_load((EXAMPLE / "digits-edge.yaml").read_text())
+    doc["spec"].update(autoscaling=autoscaling, **extra)
+    if "image" in extra:
+        doc["spec"].pop("targetVersion", None)
+    with pytest.raises(ResourceError) as err:
+        parse_resource(doc, "m.yaml")
+    assert message in str(err.value)
+
+
+def test_autoscaling_defaults() -> None:
+    doc = yaml.safe_load((EXAMPLE / "digits-edge.yaml").read_text())
+    doc["spec"]["autoscaling"] = {"maxReplicas": 4}
+    model = parse_resource(doc, "m.yaml")
+    assert isinstance(model, InferenceModel) and model.spec.autoscaling is not None
+    assert (model.spec.autoscaling.minReplicas, model.spec.autoscaling.targetInFlight) == (1, 2.0)

@@ -41,6 +41,17 @@ def apply(kube: KubeAPIServer, doc: dict[str, Any]):
     return kube.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(doc))
 
 
+def table_row(table: str) -> dict[str, str]:
+    """kubectl's one-row table as {column: value}, cut at the header's column starts (a value
+    may be empty, or hold spaces as a MESSAGE does)."""
+    header, row = table.splitlines()
+    names = header.split()
+    starts = [header.index(f"{name}") if i == 0 else header.index(f"   {name}") + 3
+              for i, name in enumerate(names)]
+    ends = starts[1:] + [None]
+    return {name: row[start:end].strip() for name, start, end in zip(names, starts, ends)}
+
+
 def get_json(kube: KubeAPIServer, kind: str, name: str) -> dict[str, Any]:
     return json.loads(kube.kubectl_ok("get", kind, name, "-n", NS, "-o", "json"))
 
@@ -99,14 +110,13 @@ def test_a_failing_model_shows_its_reason_and_wide_its_message(kube: KubeAPIServ
          "lastTransitionTime": "2026-12-02T00:00:00Z"}]}}
     kube.kubectl_ok("patch", "im", "digits-edge", "-n", NS, "--subresource=status",
                     "--type=merge", "-p", json.dumps(status))
-    header, row = kube.kubectl_ok("get", "im", "digits-edge", "-n", NS).splitlines()
-    columns = header.split()
+    columns = table_row(kube.kubectl_ok("get", "im", "digits-edge", "-n", NS))
     assert "MESSAGE" not in columns  # priority 1: only with -o wide
-    assert dict(zip(columns, row.split()))["REASON"] == "Sha256Mismatch"
-    wide_header, wide_row = kube.kubectl_ok("get", "im", "digits-edge", "-n", NS,
-                                            "-o", "wide").splitlines()
-    print(f"\n$ kubectl get im digits-edge -o wide\n{wide_header}\n{wide_row}")
-    assert wide_header.split()[-1] == "MESSAGE" and wide_row.endswith(message)
+    assert (columns["TARGET"], columns["VERSION"], columns["READY"], columns["REASON"]) == (
+        "v1", "", "False", "Sha256Mismatch")
+    wide = kube.kubectl_ok("get", "im", "digits-edge", "-n", NS, "-o", "wide")
+    print(f"\n$ kubectl get im digits-edge -o wide\n{wide}")
+    assert table_row(wide)["MESSAGE"] == message
 
 
 def test_valid_joint_service_is_accepted(kube: KubeAPIServer) -> None:
@@ -167,6 +177,12 @@ BAD = {
         ["spec.cloudModel", "set exactly one of cloudModel.name"]),
     "postprocess step with two kinds": (_edit("digits", _two_steps_in_one),
                                         ["spec.postprocess[0]", "exactly one of softmax"]),
+    "autoscaling min above max": (_edit("digits", _set(autoscaling={"minReplicas": 3,
+                                                                     "maxReplicas": 2})),
+                                  ["autoscaling.minReplicas must not exceed maxReplicas"]),
+    "autoscaling to zero": (_edit("digits-edge", _set(autoscaling={"minReplicas": 0,
+                                                                   "maxReplicas": 2})),
+                            ["spec.autoscaling.minReplicas"]),
     "hardExampleMining unknown": (_edit("digits", lambda s: s["hardExampleMining"].update(
                                       name="Guess")),
                                   ["spec.hardExampleMining.name", 'Unsupported value: "Guess"']),
@@ -204,8 +220,9 @@ def test_status_subresource_and_generation(kube: KubeAPIServer) -> None:
     assert obj["status"]["activeVersion"] == "v1"
     assert obj["status"]["conditions"][0]["message"] == ""  # schema default, set by the server
     assert obj["metadata"]["generation"] == generation, "a status write bumped the generation"
-    row = kube.kubectl_ok("get", "im", name, "-n", NS, "--no-headers").split()
-    assert row[3:6] == ["v1", "True", status["url"]]  # VERSION READY URL
+    columns = table_row(kube.kubectl_ok("get", "im", name, "-n", NS))
+    assert [columns[c] for c in ("VERSION", "READY", "REASON", "URL")] == [
+        "v1", "True", "Serving", status["url"]]
 
     # A write to the main resource ignores status (only /status may change it) ...
     kube.kubectl_ok("patch", "im", name, "-n", NS, "--type=merge",

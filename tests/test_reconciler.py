@@ -227,7 +227,7 @@ def inference_model(name: str, layer: str, manifest: list[dict], target: str | N
 
 
 def joint_service(name: str = SERVICE, edge: str = EDGE, cloud: str = CLOUD, *,
-                  replicas: int = 1) -> Any:
+                  replicas: int = 1, **spec: Any) -> Any:
     return parse_resource({
         "apiVersion": "jointserve.io/v1alpha1",
         "kind": JIS,
@@ -237,6 +237,7 @@ def joint_service(name: str = SERVICE, edge: str = EDGE, cloud: str = CLOUD, *,
             "cloudModel": {"name": cloud},
             "hardExampleMining": {"name": "MaxProb", "parameters": {"threshold": 0.6}},
             "replicas": replicas,
+            **spec,
         },
     }, f"test:{name}")
 
@@ -897,3 +898,15 @@ def test_two_image_models_with_one_model_name_run_only_the_first(
     assert images.ensured == ["a-model"]
     assert condition(out, first, "Ready") == ("True", "Serving")
     assert condition(out, second, "Ready") == ("False", "ModelNameConflict")
+
+
+def test_an_autoscaled_service_gets_an_autoscaled_gateway(
+        reconciler: Reconciler, backend: FakeBackend, archives: dict[str, Archive]) -> None:
+    reconciler.reconcile({EDGE_KEY: edge_model(archives), CLOUD_KEY: cloud_model(archives),
+                          SERVICE_KEY: joint_service(autoscaling={"minReplicas": 1,
+                                                                  "maxReplicas": 4})})
+    gateway = app_serving(backend.config, SERVICE)
+    app = next(a for a in backend.config["applications"] if a["name"] == gateway)
+    (deployment,) = app["deployments"]
+    assert deployment["autoscaling_config"]["max_replicas"] == 4
+    assert "num_replicas" not in deployment

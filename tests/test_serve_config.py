@@ -62,3 +62,18 @@ def test_server_app_lists_served_models() -> None:
     assert server["route_prefix"] == "/v2"
     assert server["deployments"][0]["user_config"]["models"] == {
         "digits-edge": EDGE_APP.app_name, "digits-cloud": CLOUD_APP.app_name}
+
+
+def test_autoscaling_replaces_the_fixed_replica_count() -> None:
+    from jointserve.api import Autoscaling
+
+    scaled = ModelApp(**{**EDGE_APP.__dict__,
+                         "autoscaling": Autoscaling(minReplicas=2, maxReplicas=6, targetInFlight=4)})
+    config = build_serve_config([scaled, CLOUD_APP], SETTINGS)
+    ServeDeploySchema.model_validate(config)  # Ray's own schema takes it
+    [deployment] = _app(config, EDGE_APP.app_name)["deployments"]
+    assert "num_replicas" not in deployment
+    assert deployment["autoscaling_config"] == {"min_replicas": 2, "initial_replicas": 2,
+                                                "max_replicas": 6, "target_ongoing_requests": 4.0}
+    [fixed] = _app(config, CLOUD_APP.app_name)["deployments"]
+    assert fixed["num_replicas"] == 1 and "autoscaling_config" not in fixed

@@ -151,3 +151,21 @@ def test_version_switch_under_load_fails_no_request(
             t.join()
     assert failures == []
     assert versions["v1"] > 0 and versions["v2"] > 0
+
+
+def test_autoscaling_model_starts_at_its_minimum_and_serves(harness: OperatorHarness,
+                                                            example: Path) -> None:
+    sample = np.load(example / "samples.npz")["X"][0]
+    doc = harness.example_doc(CLOUD)
+    doc["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 3, "targetInFlight": 4}
+    harness.write(doc)
+    try:
+        harness.wait_for(lambda: "serving v1 on 2 replica(s)" in
+                         harness.condition(CLOUD, "Ready").get("message", ""),
+                         "the cloud model on its two minimum replicas")
+        response = harness.infer(CLOUD, request_for(sample))
+        assert response.status_code == 200, response.text
+    finally:
+        harness.write(harness.example_doc(CLOUD))  # back to one fixed replica for the others
+    harness.wait_for(lambda: "serving v1 on 1 replica(s)" in
+                     harness.condition(CLOUD, "Ready").get("message", ""), "one cloud replica again")

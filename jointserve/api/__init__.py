@@ -8,6 +8,7 @@ CRDs in deploy/crds/ are generated from them (`jointserve crds`).
 from ._common import (
     API_GROUP,
     API_VERSION,
+    Autoscaling,
     Condition,
     ObjectMeta,
     get_condition,
@@ -37,6 +38,7 @@ from ._vocabulary import ConditionType, Reason, ResourceKey, resource_key
 __all__ = [
     "API_GROUP",
     "API_VERSION",
+    "Autoscaling",
     "KINDS",
     "CloudModelRef",
     "Condition",

@@ -8,9 +8,9 @@ so the same documents work as YAML files on one machine and as custom resources 
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 API_GROUP = "jointserve.io"
 API_VERSION = f"{API_GROUP}/v1alpha1"
@@ -90,3 +90,30 @@ def set_condition(
 def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
     """The condition of `type_`, if set."""
     return next((c for c in conditions if c.type == type_), None)
+
+
+class Autoscaling(Strict):
+    """Replicas that follow the load (Ray Serve autoscaling): between minReplicas and
+    maxReplicas, adding replicas when more than targetInFlight requests are in flight per
+    replica and removing them when fewer are.
+
+    minReplicas is at least 1: with no replica, the public URL has nothing to route a model's
+    requests to (they would get a 404), so scaling to zero waits for the data plane that can
+    hold a request while a replica starts.
+    """
+
+    CEL_RULES: ClassVar[list[dict[str, str]]] = [
+        {"rule": "self.minReplicas <= self.maxReplicas",
+         "message": "autoscaling.minReplicas must not exceed maxReplicas"},
+    ]
+
+    minReplicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    maxReplicas: Annotated[int, Field(ge=1, le=1000)]
+    targetInFlight: Annotated[float, Field(gt=0, le=10_000)] = 2.0
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> "Autoscaling":
+        if self.minReplicas > self.maxReplicas:
+            raise ValueError(f"minReplicas: must not exceed maxReplicas ({self.minReplicas} > "
+                             f"{self.maxReplicas})")
+        return self

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ._common import API_VERSION, Condition, ObjectMeta, Strict
+from ._common import API_VERSION, Autoscaling, Condition, ObjectMeta, Strict
 from ._vocabulary import ConditionType
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
@@ -80,6 +80,11 @@ class InferenceModelSpec(Strict):
             "rule": "!has(self.batching) || self.deployToLayer == 'cloud'",
             "message": "batching is for cloud-layer models (edge models answer in the gateway)",
         },
+        {
+            "rule": "!has(self.autoscaling) || !has(self.image)",
+            "message": "autoscaling is for manifest models; an image model's Deployment scales "
+            "with a HorizontalPodAutoscaler",
+        },
     ]
 
     modelName: Annotated[str, Field(pattern=MODEL_NAME_PATTERN, max_length=63)]
@@ -92,6 +97,8 @@ class InferenceModelSpec(Strict):
     targetVersion: Annotated[str, Field(pattern=VERSION_PATTERN, max_length=63)] | None = None
     replicas: Annotated[int, Field(ge=0)] = 1
     batching: Batching | None = None
+    # Replicas that follow the load; replicas then only says 0 (none) or not.
+    autoscaling: Autoscaling | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -126,6 +133,9 @@ class InferenceModelSpec(Strict):
                 f"targetVersion: must name a manifest entry "
                 f"(got {self.targetVersion!r}, manifest has: {have})"
             )
+        if self.autoscaling is not None and self.image:
+            raise ValueError("autoscaling: is for manifest models; an image model's Deployment "
+                             "scales with a HorizontalPodAutoscaler")
         if self.batching is not None and self.deployToLayer != "cloud":
             raise ValueError(
                 "batching: is for cloud-layer models (edge models answer in the gateway)")

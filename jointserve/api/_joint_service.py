@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from jointserve.routing import POLICIES, build_policy
 
-from ._common import API_VERSION, Condition, DnsName, ObjectMeta, Strict
+from ._common import API_VERSION, Autoscaling, Condition, DnsName, ObjectMeta, Strict
 from ._inference_model import MODEL_NAME_PATTERN
 from ._steps import PostStep, PreStep
 from ._vocabulary import ConditionType
@@ -131,6 +131,8 @@ class JointInferenceServiceSpec(Strict):
     saveHardExamples: SaveHardExamples | None = None
     # Gateway replicas; they run on edge nodes (the edge model is in them).
     replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    # Gateway replicas that follow the load; replicas then only says 0 (none) or not.
+    autoscaling: Autoscaling | None = None
     nodeSelector: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("hardExampleMining", mode="before")

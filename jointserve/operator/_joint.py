@@ -101,6 +101,7 @@ def plan_service(key: ResourceKey, service: JointInferenceService,
         spec=spec,
         replicas=spec.replicas,
         node_selector=dict(spec.nodeSelector),
+        autoscaling=spec.autoscaling,
     )
     return JointPlan(app, None, cloud_problem)
 

@@ -296,6 +296,7 @@ class Reconciler:
                 replicas=spec.replicas,
                 node_selector=dict(spec.nodeSelector),
                 batching=_batching(model),
+                autoscaling=spec.autoscaling,
             )
         else:
             app = self._keep_serving(key, model)
@@ -313,7 +314,8 @@ class Reconciler:
         if previous is None or previous.model_name != model.spec.modelName:
             return None
         return replace(previous, layer=model.spec.deployToLayer, replicas=model.spec.replicas,
-                       node_selector=dict(model.spec.nodeSelector), batching=_batching(model))
+                       node_selector=dict(model.spec.nodeSelector), batching=_batching(model),
+                       autoscaling=model.spec.autoscaling)
 
     def _from_saved_status(self, key: ResourceKey, model: InferenceModel) -> ModelApp | None:
         # After an operator restart: the saved activeVersion, if the manifest still lists it.

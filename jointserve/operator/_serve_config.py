@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jointserve.api import JointInferenceServiceSpec, Layer
+from jointserve.api import Autoscaling, JointInferenceServiceSpec, Layer
 from jointserve.contract import (
     GATEWAY_DEPLOYMENT,
     GATEWAY_IMPORT_PATH,
@@ -68,6 +68,7 @@ class ModelApp:
     replicas: int = 1
     node_selector: dict[str, str] = field(default_factory=dict)
     batching: BatchLimits = BatchLimits()
+    autoscaling: Autoscaling | None = None
 
     def artifact(self, store_root: str) -> ArtifactRef:
         """This version as a replica fetches it into the store at `store_root`."""
@@ -91,6 +92,7 @@ class GatewayApp:
     spec: JointInferenceServiceSpec
     replicas: int = 1
     node_selector: dict[str, str] = field(default_factory=dict)
+    autoscaling: Autoscaling | None = None
 
 
 def build_serve_config(models: list[ModelApp], settings: ServeSettings,
@@ -146,6 +148,19 @@ def _actor_options(layer: Layer, node_selector: dict[str, str],
     return options
 
 
+def _replicas(replicas: int, autoscaling: Autoscaling | None) -> dict[str, Any]:
+    """A fixed replica count, or Serve's autoscaling on requests in flight per replica
+    (`target_ongoing_requests`: what each replica reports, whichever ingress brought them)."""
+    if autoscaling is None:
+        return {"num_replicas": replicas}
+    return {"autoscaling_config": {
+        "min_replicas": autoscaling.minReplicas,
+        "initial_replicas": autoscaling.minReplicas,
+        "max_replicas": autoscaling.maxReplicas,
+        "target_ongoing_requests": autoscaling.targetInFlight,
+    }}
+
+
 def _replica_config(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
     """A model replica's user_config."""
     return user_config(ModelReplicaConfig(artifact=model.artifact(settings.store_root),
@@ -163,7 +178,7 @@ def _model_app(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
         "deployments": [
             {
                 "name": MODEL_DEPLOYMENT,
-                "num_replicas": model.replicas,
+                **_replicas(model.replicas, model.autoscaling),
                 "user_config": _replica_config(model, settings),
                 "ray_actor_options": _actor_options(model.layer, model.node_selector, settings),
             }
@@ -181,7 +196,7 @@ def _gateway_app(gateway: GatewayApp, settings: ServeSettings) -> dict[str, Any]
         "deployments": [
             {
                 "name": GATEWAY_DEPLOYMENT,
-                "num_replicas": gateway.replicas,
+                **_replicas(gateway.replicas, gateway.autoscaling),
                 "user_config": user_config(GatewayConfig(
                     service=gateway.service,
                     stats_key=gateway.app_name,
