@@ -139,7 +139,7 @@ def test_counters_reach_the_status_and_jointserve_get_jis(harness, services, sam
                            capture_output=True, text=True, check=True).stdout
     row = next(line.split() for line in table.splitlines() if line.startswith(name + " "))
     assert row[1:5] == [EDGE, "v1", CLOUD, "v1"]
-    assert row[5:10] == ["MaxProb", "True", str(len(batch)), str(int(hard.sum())),
+    assert row[5:11] == ["MaxProb", "True", "Serving", str(len(batch)), str(int(hard.sum())),
                          f"{hard.sum() / len(batch):.3f}"]
 
     # The same counts as Prometheus series, from the Ray node's metrics endpoint.

@@ -302,6 +302,21 @@ def test_bad_archive_keeps_the_old_version_serving(kube: KubeAPIServer, operator
     answer = infer(http, f"http://127.0.0.1:{operator.serve_port}", "guarded")
     assert answer.status_code == 200 and answer.json()["model_version"] == "v1", answer.text
 
+    # A model with no good version at all: kubectl get says why without describe.
+    apply(kube, edge_model("broken", archive_server, {"v1": wrong}, "v1"))
+    wait_for(lambda: condition(get(kube, "im", "broken", NS), "Ready").get("reason") == "Sha256Mismatch",
+             "broken reported", operator)
+    wide = kube.kubectl_ok("get", "im", "-n", NS, "-o", "wide")
+    print(f"\n$ kubectl get im -n {NS} -o wide\n{wide}")
+    header, *rows = wide.splitlines()
+    broken = next(row for row in rows if row.startswith("broken "))
+    assert header.split()[-1] == "MESSAGE"
+    assert broken.split()[3:6] == ["v1", "False", "Sha256Mismatch"], broken  # TARGET READY REASON
+    assert "sha256 mismatch" in broken
+    warnings = [e for e in events(kube, "broken", NS) if e["type"] == "Warning"]
+    assert len(warnings) == 1, warnings  # one failure, one event (not one per condition)
+    kube.kubectl_ok("delete", "im", "broken", "-n", NS, "--timeout=120s")
+
 
 def test_image_model_runs_as_deployment_and_service(kube: KubeAPIServer,
                                                     operator: OperatorProcess) -> None:
