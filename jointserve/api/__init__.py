@@ -23,6 +23,7 @@ from ._inference_model import (
     InferenceModelStatus,
     Layer,
     ModelFile,
+    ModelInfo,
 )
 from ._joint_service import (
     CloudModelRef,
@@ -52,6 +53,7 @@ __all__ = [
     "JointInferenceServiceStatus",
     "Layer",
     "ModelFile",
+    "ModelInfo",
     "Nms",
     "Normalize",
     "ObjectMeta",

@@ -50,6 +50,20 @@ class Batching(Strict):
     batchWaitTimeoutMs: Annotated[float, Field(ge=0, le=10_000)] = 2.0
 
 
+Task = Literal["classification", "detection", "segmentation", "regression", "other"]
+
+
+class ModelInfo(Strict):
+    """What the model is, for users who query it and for model selection: shown in its OIP
+    metadata (GET /v2/models/<name>). A field set here wins over the archive's metadata.json;
+    one left out comes from there."""
+
+    task: Task | None = None
+    # Class names, indexed by class id (topK postprocessing names its answers with them).
+    labels: list[Annotated[str, Field(max_length=253)]] | None = Field(None, max_length=100_000)
+    description: Annotated[str, Field(max_length=4096)] | None = None
+
+
 class InferenceModelSpec(Strict):
     """Desired state of an InferenceModel.
 
@@ -99,6 +113,7 @@ class InferenceModelSpec(Strict):
     batching: Batching | None = None
     # Replicas that follow the load; replicas then only says 0 (none) or not.
     autoscaling: Autoscaling | None = None
+    metadata: ModelInfo | None = None
 
     @model_validator(mode="before")
     @classmethod

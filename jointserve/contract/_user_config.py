@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jointserve.api import JointInferenceServiceSpec
+from jointserve.api import JointInferenceServiceSpec, ModelInfo
 
 
 class _UserConfig(BaseModel):
@@ -43,6 +43,7 @@ class ModelReplicaConfig(_UserConfig):
 
     artifact: ArtifactRef
     batching: BatchLimits = BatchLimits()
+    info: ModelInfo | None = None  # spec.metadata: over the archive's metadata.json
 
 
 class CloudTarget(_UserConfig):
@@ -63,6 +64,7 @@ class GatewayConfig(_UserConfig):
     service: str
     stats_key: str
     edge: ArtifactRef
+    edge_info: ModelInfo | None = None  # the edge InferenceModel's spec.metadata
     cloud: CloudTarget
     spec: JointInferenceServiceSpec
 

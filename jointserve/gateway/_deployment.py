@@ -20,7 +20,7 @@ from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import Response
 
-from jointserve.api import JointInferenceServiceSpec
+from jointserve.api import JointInferenceServiceSpec, ModelInfo
 from jointserve.contract import GATEWAY_DEPLOYMENT, ArtifactRef, CloudTarget, GatewayConfig
 from jointserve.protocol import (
     LoadedModel,
@@ -55,7 +55,7 @@ class JointGateway:
         self.service = service
         self.joint: JointModel | None = None
         self._config: GatewayConfig | None = None
-        self._edge: tuple[ArtifactRef, LoadedModel] | None = None
+        self._edge: tuple[tuple[ArtifactRef, ModelInfo | None], LoadedModel] | None = None
         self._cloud: tuple[CloudTarget, int, CloudClient] | None = None
         self._writer: tuple[Any, HardExampleWriter] | None = None
         self._breaker: tuple[tuple[int, int], CircuitBreaker] | None = None
@@ -69,7 +69,7 @@ class JointGateway:
         if config == self._config:
             return
         spec = config.spec
-        edge = await self._edge_model(config.edge)
+        edge = await self._edge_model(config.edge, config.edge_info)
         if self._metrics is None:
             replica = serve.get_replica_context().replica_id.unique_id
             self._metrics = GatewayMetrics(config.service, config.stats_key, replica)
@@ -91,9 +91,11 @@ class JointGateway:
         log.info("%s: edge %s %s, cloud %s, policy %s", config.service, config.edge.model_name,
                  edge.version, config.cloud.transport, spec.hardExampleMining.name)
 
-    async def _edge_model(self, source: ArtifactRef) -> LoadedModel:
-        if self._edge is None or self._edge[0] != source:
-            self._edge = (source, await asyncio.to_thread(load_artifact, source))
+    async def _edge_model(self, source: ArtifactRef, info: ModelInfo | None) -> LoadedModel:
+        if self._edge is None or self._edge[0] != (source, info):
+            described = info.model_dump(exclude_none=True) if info else None
+            self._edge = ((source, info),
+                          await asyncio.to_thread(load_artifact, source, described))
         return self._edge[1]
 
     async def _cloud_client(self, target: CloudTarget, max_in_flight: int) -> CloudClient:

@@ -148,7 +148,7 @@ class JointModel:
     async def _run_edge(self, feeds: Tensors) -> Tensors:
         # Inline for a microsecond model like the example's; a slow one goes to a thread.
         raw = await run_model(self.edge, feeds)
-        return self.pipeline.postprocess(raw, self.edge.model.metadata.get("labels"))
+        return self.pipeline.postprocess(raw, self.edge.labels)
 
     def _judge(self, edge_outputs: Tensors, feeds: Tensors) -> list[HemDecision]:
         name = self.hem_output or list(edge_outputs)[-1]
@@ -191,7 +191,7 @@ class JointModel:
         settings.breaker.record_success()
         try:
             # One logical model has one label set: the edge model's metadata names it.
-            outputs = self.pipeline.postprocess(answer.outputs, self.edge.model.metadata.get("labels"))
+            outputs = self.pipeline.postprocess(answer.outputs, self.edge.labels)
         except StepInputError:
             return None, None, CLOUD_OUTPUT_MISMATCH
         return outputs, answer.version, None

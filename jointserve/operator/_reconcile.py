@@ -297,6 +297,7 @@ class Reconciler:
                 node_selector=dict(spec.nodeSelector),
                 batching=_batching(model),
                 autoscaling=spec.autoscaling,
+                info=spec.metadata,
             )
         else:
             app = self._keep_serving(key, model)
@@ -315,7 +316,7 @@ class Reconciler:
             return None
         return replace(previous, layer=model.spec.deployToLayer, replicas=model.spec.replicas,
                        node_selector=dict(model.spec.nodeSelector), batching=_batching(model),
-                       autoscaling=model.spec.autoscaling)
+                       autoscaling=model.spec.autoscaling, info=model.spec.metadata)
 
     def _from_saved_status(self, key: ResourceKey, model: InferenceModel) -> ModelApp | None:
         # After an operator restart: the saved activeVersion, if the manifest still lists it.

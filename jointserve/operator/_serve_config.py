@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jointserve.api import Autoscaling, JointInferenceServiceSpec, Layer
+from jointserve.api import Autoscaling, JointInferenceServiceSpec, Layer, ModelInfo
 from jointserve.contract import (
     GATEWAY_DEPLOYMENT,
     GATEWAY_IMPORT_PATH,
@@ -69,6 +69,7 @@ class ModelApp:
     node_selector: dict[str, str] = field(default_factory=dict)
     batching: BatchLimits = BatchLimits()
     autoscaling: Autoscaling | None = None
+    info: ModelInfo | None = None  # spec.metadata
 
     def artifact(self, store_root: str) -> ArtifactRef:
         """This version as a replica fetches it into the store at `store_root`."""
@@ -164,7 +165,7 @@ def _replicas(replicas: int, autoscaling: Autoscaling | None) -> dict[str, Any]:
 def _replica_config(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
     """A model replica's user_config."""
     return user_config(ModelReplicaConfig(artifact=model.artifact(settings.store_root),
-                                          batching=model.batching))
+                                          batching=model.batching, info=model.info))
 
 
 def _model_app(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
@@ -201,6 +202,7 @@ def _gateway_app(gateway: GatewayApp, settings: ServeSettings) -> dict[str, Any]
                     service=gateway.service,
                     stats_key=gateway.app_name,
                     edge=edge.artifact(settings.store_root),
+                    edge_info=edge.info,
                     cloud=gateway.cloud,
                     spec=gateway.spec,
                 )),

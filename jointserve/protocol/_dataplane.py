@@ -19,7 +19,7 @@ import math
 import struct
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +47,39 @@ class LoadedModel:
     # A warm call on one sample, timed at load: callers on an event loop use it to decide
     # between calling the model inline and handing it to a thread.
     call_s: float = 0.0
+    # What the model is (task, labels, description): the resource's spec.metadata over the
+    # archive's metadata.json (see `model_info`).
+    info: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, name: str, version: str, path: Path) -> "LoadedModel":
-        """Load `path` and run it on zeros, so a broken model fails here, not on a request."""
+    def load(cls, name: str, version: str, path: Path,
+             info: Mapping[str, Any] | None = None) -> "LoadedModel":
+        """Load `path` and run it on zeros, so a broken model fails here, not on a request.
+        `info`: the resource's own description of the model, over the archive's."""
         model = OnnxModel(path)
         feeds = {spec.name: _zeros_like(spec) for spec in model.inputs}
         model.run(feeds)  # the first call pays one-time setup; time the second
         started = time.perf_counter()
         model.run(feeds)
-        return cls(name=name, version=version, model=model, call_s=time.perf_counter() - started)
+        return cls(name=name, version=version, model=model, call_s=time.perf_counter() - started,
+                   info=model_info(model.metadata, info))
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Class names by class id, if the model has them."""
+        labels = self.info.get("labels")
+        return list(labels) if labels is not None else None
+
+
+INFO_FIELDS = ("task", "labels", "description")
+
+
+def model_info(archive: Mapping[str, Any], spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """task, labels and description: from `spec` (the resource) where set, else the archive's
+    metadata.json; fields neither gives are left out."""
+    given = {k: v for k, v in (spec or {}).items() if v is not None}
+    merged = {name: given.get(name, archive.get(name)) for name in INFO_FIELDS}
+    return {name: value for name, value in merged.items() if value is not None}
 
 
 # Above this warm call time a model runs in a worker thread instead of on the event loop: a
@@ -346,7 +369,7 @@ def metadata(loaded: LoadedModel) -> ModelMetadata:
         platform=PLATFORM,
         inputs=[_tensor_metadata(spec) for spec in model.inputs],
         outputs=[_tensor_metadata(spec) for spec in model.outputs],
-        parameters={"labels": model.metadata["labels"]} if "labels" in model.metadata else None,
+        parameters=dict(loaded.info) or None,
     )
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from starlette.requests import Request
@@ -25,7 +26,7 @@ from starlette.responses import Response
 from jointserve.contract import ArtifactRef, ModelReplicaConfig
 from jointserve.store import ArtifactStore
 
-from ._dataplane import LoadedModel, run_model
+from ._dataplane import LoadedModel, model_info, run_model
 from ._errors import ModelNotReady
 from ._http import ModelEndpoint
 
@@ -52,9 +53,14 @@ class ModelReplica:
         config = ModelReplicaConfig.model_validate(user_config)
         if config == self._config:
             return
-        if config.artifact != (self._config and self._config.artifact):
-            self.endpoint.loaded = await asyncio.to_thread(load_artifact, config.artifact)
+        previous = self._config
+        info = config.info.model_dump(exclude_none=True) if config.info else None
+        if previous is None or config.artifact != previous.artifact:
+            self.endpoint.loaded = await asyncio.to_thread(load_artifact, config.artifact, info)
             log.info("model %s now serving version %s", self.endpoint.name, config.artifact.version)
+        elif config.info != previous.info and self.endpoint.loaded is not None:
+            loaded = self.endpoint.loaded  # a description changed: the same model, told anew
+            self.endpoint.loaded = replace(loaded, info=model_info(loaded.model.metadata, info))
         self._config = config
 
     async def __call__(self, request: Request) -> Response:
@@ -72,8 +78,9 @@ class ModelReplica:
         return loaded
 
 
-def load_artifact(artifact: ArtifactRef) -> LoadedModel:
-    """Fetch a verified version through this node's artifact store and load it (blocking)."""
+def load_artifact(artifact: ArtifactRef, info: Mapping[str, Any] | None = None) -> LoadedModel:
+    """Fetch a verified version through this node's artifact store and load it (blocking);
+    `info`: the resource's spec.metadata, over the archive's metadata.json."""
     store = ArtifactStore(Path(artifact.store_root))
     fetched = store.fetch(artifact.model_name, artifact.version, artifact.url, artifact.sha256)
-    return LoadedModel.load(artifact.model_name, artifact.version, fetched.path)
+    return LoadedModel.load(artifact.model_name, artifact.version, fetched.path, info)
