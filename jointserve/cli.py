@@ -2,7 +2,7 @@
 
     jointserve serve DIR [--file-server ARCHIVES]   embedded mode: local Ray + directory operator
     jointserve operator [--kubeconfig FILE]         Kubernetes mode: watch the API, serve on Ray
-    jointserve get [im|jis]                         kubectl-like table of resources and status
+    jointserve get [im|jis|ds]                      kubectl-like table of resources and status
     jointserve status                               conditions of every resource, file errors
     jointserve crds [--out deploy/crds]             regenerate the CRDs from the schemas
     jointserve export rayservice DIR                KubeRay RayService running DIR's resources
@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
 
     get = sub.add_parser("get", help="list resources with their status")
     get.add_argument("kind", nargs="?", default="inferencemodels", choices=sorted(_KIND_NAMES),
-                     help="inferencemodels (im, default) or jointinferenceservices (jis)")
+                     help="inferencemodels (im, default), jointinferenceservices (jis) or "
+                          "datasets (ds)")
     get.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     get.add_argument("-o", "--output", choices=("wide",), default=None,
                      help="wide: also the Ready condition's message, as kubectl get -o wide")
@@ -222,13 +223,13 @@ def _announce_when_ready(statuses: Any, first_pass: threading.Event, directory: 
                          public_url: str, stop: threading.Event) -> None:
     deadline = time.monotonic() + READY_WAIT_S
     while not stop.is_set() and time.monotonic() < deadline:
-        records = statuses.all() if first_pass.is_set() else []
+        records = _served(statuses.all()) if first_pass.is_set() else []
         if records and all(_ready(r) for r in records):
             break
         stop.wait(0.5)
     else:
         return
-    records = statuses.all()
+    records = _served(statuses.all())
     print("\njointserve is serving (Open Inference Protocol v2):")
     for record in records:
         print(f"  {_served_name(record)} ({_served_what(record)}): "
@@ -242,6 +243,12 @@ def _announce_when_ready(statuses: Any, first_pass: threading.Event, directory: 
             print(f"  curl -s -X POST {public_url}/v2/models/{first}/infer "
                   f"-H 'Content-Type: application/json' -d {shlex.quote('@' + str(request_file))}")
     print("\nstatus: jointserve get im; jointserve get jis    (Ctrl-C stops)")
+
+
+def _served(records: list[dict]) -> list[dict]:
+    """The records of resources with an endpoint (a Dataset has none)."""
+    return [r for r in records
+            if r["resource"]["kind"] in ("InferenceModel", "JointInferenceService")]
 
 
 def _served_name(record: dict) -> str:
@@ -345,16 +352,30 @@ def _service_row(resource: dict, status: dict) -> list[str]:
     ]
 
 
+def _dataset_row(resource: dict, status: dict) -> list[str]:
+    samples, classes = status.get("numberOfSamples"), status.get("numberOfClasses")
+    return [
+        resource["metadata"]["name"],
+        resource["spec"]["format"],
+        "-" if samples is None else str(samples),
+        "-" if classes is None else str(classes),
+        _condition(status, ConditionType.READY),
+        _ready_condition(status).get("reason") or "-",
+    ]
+
+
 _KIND_NAMES = {
     "inferencemodels": "InferenceModel", "inferencemodel": "InferenceModel", "im": "InferenceModel",
     "jointinferenceservices": "JointInferenceService",
     "jointinferenceservice": "JointInferenceService", "jis": "JointInferenceService",
+    "datasets": "Dataset", "dataset": "Dataset", "ds": "Dataset", "dset": "Dataset",
 }
 _GET_TABLES = {
     "InferenceModel": (["NAME", "MODEL", "LAYER", "TARGET", "ACTIVE", "READY", "REASON", "URL"],
                        _model_row),
     "JointInferenceService": (["NAME", "EDGE", "CLOUD", "HEM", "READY", "REASON", "INFERENCES",
                                "HARD", "UPLOAD-RATIO", "FALLBACKS", "URL"], _service_row),
+    "Dataset": (["NAME", "FORMAT", "SAMPLES", "CLASSES", "READY", "REASON"], _dataset_row),
 }
 
 

@@ -51,7 +51,7 @@ def test_committed_crds_are_up_to_date() -> None:
 
 def test_rendered_files_are_named_and_headed() -> None:
     rendered = render_crds()
-    assert list(rendered) == ["inferencemodels.jointserve.io.yaml",
+    assert list(rendered) == ["datasets.jointserve.io.yaml", "inferencemodels.jointserve.io.yaml",
                               "jointinferenceservices.jointserve.io.yaml"]
     text = rendered["inferencemodels.jointserve.io.yaml"]
     assert text.startswith(HEADER)
@@ -148,11 +148,12 @@ def test_write_crds_writes_and_prunes_only_its_own_files(tmp_path: Path) -> None
     (out / "gone.jointserve.io.yaml").write_text(HEADER + "kind: CustomResourceDefinition\n")
     (out / "hand-written.yaml").write_text("kind: ConfigMap\n")
     paths = write_crds(out)
-    assert paths == [out / "inferencemodels.jointserve.io.yaml",
+    assert paths == [out / "datasets.jointserve.io.yaml",
+                     out / "inferencemodels.jointserve.io.yaml",
                      out / "jointinferenceservices.jointserve.io.yaml"]
     assert all(p.read_text() == render_crds()[p.name] for p in paths)
     assert sorted(p.name for p in out.iterdir()) == [
-        "hand-written.yaml", "inferencemodels.jointserve.io.yaml",
+        "datasets.jointserve.io.yaml", "hand-written.yaml", "inferencemodels.jointserve.io.yaml",
         "jointinferenceservices.jointserve.io.yaml"]
 
 

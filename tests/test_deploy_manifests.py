@@ -22,6 +22,9 @@ ALLOWED = [
     ("update", "jointinferenceservices.jointserve.io"),
     ("patch", "inferencemodels.jointserve.io", "--subresource=status"),
     ("update", "inferencemodels.jointserve.io", "--subresource=finalizers"),
+    ("watch", "datasets.jointserve.io"),
+    ("patch", "datasets.jointserve.io"),  # finalizers
+    ("patch", "datasets.jointserve.io", "--subresource=status"),
     ("create", "events"),
     ("create", "events.events.k8s.io"),
     ("update", "leases.coordination.k8s.io"),
@@ -33,6 +36,7 @@ DENIED = [
     ("get", "secrets"),
     ("create", "pods"),
     ("delete", "inferencemodels.jointserve.io"),  # users delete resources; the operator never
+    ("delete", "datasets.jointserve.io"),
     ("create", "clusterroles.rbac.authorization.k8s.io"),
 ]
 

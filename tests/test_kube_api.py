@@ -20,7 +20,7 @@ from tests._kube import REPO, KubeAPIServer
 
 NS = "kube-api-test"
 EXAMPLE = REPO / "examples" / "digits"
-CRDS = ("inferencemodels.jointserve.io", "jointinferenceservices.jointserve.io")
+CRDS = ("inferencemodels.jointserve.io", "jointinferenceservices.jointserve.io", "datasets.jointserve.io")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_short_names_and_category(kube: KubeAPIServer) -> None:
     resources = kube.kubectl_ok("api-resources", "--api-group=jointserve.io", "--no-headers")
     rows = {line.split()[0]: line.split() for line in resources.splitlines()}
     assert "im" in rows["inferencemodels"] and "jis" in rows["jointinferenceservices"]
-    for short in ("im", "jis", "jointserve"):  # jointserve: the category, both kinds at once
+    for short in ("im", "jis", "dset", "jointserve"):  # jointserve: the category, every kind
         kube.kubectl_ok("get", short, "-n", NS)
 
 
@@ -117,6 +117,29 @@ def test_a_failing_model_shows_its_reason_and_wide_its_message(kube: KubeAPIServ
     wide = kube.kubectl_ok("get", "im", "digits-edge", "-n", NS, "-o", "wide")
     print(f"\n$ kubectl get im digits-edge -o wide\n{wide}")
     assert table_row(wide)["MESSAGE"] == message
+
+
+def test_dataset_is_listed_with_its_counts(kube: KubeAPIServer) -> None:
+    doc = {"apiVersion": "jointserve.io/v1alpha1", "kind": "Dataset",
+           "metadata": {"name": "digits-test"},
+           "spec": {"url": "http://127.0.0.1:8808/digits-test.csv", "sha256sum": "0" * 64,
+                    "format": "csv", "csv": {"labelColumn": "label"}}}
+    done = apply(kube, doc)
+    assert done.returncode == 0, done.stderr
+    status = {"status": {"numberOfSamples": 360, "numberOfClasses": 10,
+                         "classes": {str(d): 36 for d in range(10)},
+                         "facts": {"columns": ["p0", "label"], "labelColumn": "label"},
+                         "conditions": [{"type": "Ready", "status": "True", "reason": "Counted",
+                                         "message": "360 samples, 10 classes",
+                                         "lastTransitionTime": "2026-12-02T00:00:00Z"}]}}
+    kube.kubectl_ok("patch", "dset", "digits-test", "-n", NS, "--subresource=status",
+                    "--type=merge", "-p", json.dumps(status))
+    columns = table_row(kube.kubectl_ok("get", "dset", "digits-test", "-n", NS))
+    assert [columns[c] for c in ("FORMAT", "SAMPLES", "CLASSES", "READY", "REASON")] == [
+        "csv", "360", "10", "True", "Counted"]
+    # The sha256 of digits only is kept a string: the API server would refuse an integer.
+    assert get_json(kube, "dset", "digits-test")["spec"]["sha256sum"] == "0" * 64
+    assert get_json(kube, "dset", "digits-test")["status"]["facts"]["columns"] == ["p0", "label"]
 
 
 def test_valid_joint_service_is_accepted(kube: KubeAPIServer) -> None:
@@ -183,6 +206,12 @@ BAD = {
     "autoscaling to zero": (_edit("digits-edge", _set(autoscaling={"minReplicas": 0,
                                                                    "maxReplicas": 2})),
                             ["spec.autoscaling.minReplicas"]),
+    "dataset csv options on a txt list": (
+        lambda: {"apiVersion": "jointserve.io/v1alpha1", "kind": "Dataset",
+                 "metadata": {"name": "bad-dataset"},
+                 "spec": {"url": "http://h/list.txt", "sha256sum": "a" * 64, "format": "txt",
+                          "csv": {"header": False}}},
+        ["csv options are for format csv"]),
     "hardExampleMining unknown": (_edit("digits", lambda s: s["hardExampleMining"].update(
                                       name="Guess")),
                                   ["spec.hardExampleMining.name", 'Unsupported value: "Guess"']),

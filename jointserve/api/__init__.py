@@ -1,4 +1,4 @@
-"""Resource schemas: InferenceModel, JointInferenceService (and, later, Dataset), and the
+"""Resource schemas: InferenceModel, JointInferenceService and Dataset, and the
 vocabulary every layer uses about them (resource keys, condition types and reasons).
 
 Pydantic models are the one source of truth: YAML files are validated with them, and the
@@ -16,6 +16,15 @@ from ._common import (
     set_condition,
 )
 from ._crd import crd_for, render_crds, write_crds
+from ._dataset import (
+    DATASET_FORMATS,
+    CsvOptions,
+    Dataset,
+    DatasetFormat,
+    DatasetSpec,
+    DatasetStatus,
+    NpzOptions,
+)
 from ._errors import ResourceError, describe_errors
 from ._inference_model import (
     InferenceModel,
@@ -40,10 +49,16 @@ __all__ = [
     "API_GROUP",
     "API_VERSION",
     "Autoscaling",
+    "DATASET_FORMATS",
     "KINDS",
     "CloudModelRef",
     "Condition",
     "ConditionType",
+    "CsvOptions",
+    "Dataset",
+    "DatasetFormat",
+    "DatasetSpec",
+    "DatasetStatus",
     "ImageDecode",
     "InferenceModel",
     "InferenceModelSpec",
@@ -55,6 +70,7 @@ __all__ = [
     "ModelFile",
     "ModelInfo",
     "Nms",
+    "NpzOptions",
     "Normalize",
     "ObjectMeta",
     "PostStep",

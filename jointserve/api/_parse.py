@@ -11,16 +11,18 @@ import yaml
 from pydantic import ValidationError
 
 from ._common import API_VERSION
+from ._dataset import Dataset
 from ._errors import ResourceError, describe_errors
 from ._inference_model import InferenceModel
 from ._joint_service import JointInferenceService
 
 log = logging.getLogger(__name__)
 
-Resource = Union[InferenceModel, JointInferenceService]
+Resource = Union[InferenceModel, JointInferenceService, Dataset]
 KINDS: dict[str, type[Resource]] = {
     InferenceModel.KIND: InferenceModel,
     JointInferenceService.KIND: JointInferenceService,
+    Dataset.KIND: Dataset,
 }
 
 

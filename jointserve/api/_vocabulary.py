@@ -32,7 +32,9 @@ class ConditionType(StrEnum):
 
 class Reason(StrEnum):
     """Reasons the operator itself gives. Artifact failures carry the store's own reasons
-    (jointserve.store.ArtifactError.reason: Sha256Mismatch, HTTPError, UnsafeArchive, ...)."""
+    (jointserve.store.ArtifactError.reason: Sha256Mismatch, HTTPError, UnsafeArchive, ...),
+    datasets that cannot be counted the counter's (jointserve.datasets.DatasetFormatError
+    .reason: CsvMalformed, NpzMalformed, DatasetUnreadable, ...)."""
 
     # Ready / Progressing
     SERVING = "Serving"
@@ -59,3 +61,6 @@ class Reason(StrEnum):
     CLOUD_MODEL_NOT_FOUND = "CloudModelNotFound"
     CLOUD_MODEL_NOT_READY = "CloudModelNotReady"
     CLOUD_MODEL_DELETING = "CloudModelDeleting"
+    # Dataset Ready
+    COUNTED = "Counted"
+    COUNT_FAILED = "CountFailed"  # the counter itself failed (a bug); see the operator's log

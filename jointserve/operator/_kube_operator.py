@@ -5,7 +5,8 @@
         reconcile the objects that are not being deleted (the same Reconciler as embedded mode)
         for each object being deleted: once Serve no longer runs its application, remove its
         image workload and model files (unless another resource uses them), then release the
-        finalizer so the API server can drop it
+        finalizer so the API server can drop it; a Dataset has no application, so its files
+        go and its finalizer is released at once
 
 The finalizer is what makes `kubectl delete im` clean: without it the object would vanish
 before the operator had taken its application down, and an operator that was not running
@@ -23,10 +24,18 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from jointserve.api import API_GROUP, InferenceModel, JointInferenceService, Resource, ResourceKey
+from jointserve.api import (
+    API_GROUP,
+    Dataset,
+    InferenceModel,
+    JointInferenceService,
+    Resource,
+    ResourceKey,
+)
 from jointserve.contract import app_name
 from jointserve.store import ArtifactStore
 
+from ._datasets import store_name
 from ._kube_source import PLURALS, VERSION, KubeSource, is_deleting
 from ._reconcile import Backend, EventSink, Reconciler
 
@@ -130,7 +139,7 @@ class KubeOperator:
         running = set(self.backend.app_states())
         for key, obj in deleting.items():
             finalizers = obj["metadata"].get("finalizers") or []
-            if FINALIZER not in finalizers or app_name(key) in running:
+            if FINALIZER not in finalizers or (_has_app(key) and app_name(key) in running):
                 continue  # not ours, or Serve is still taking the application down
             self._clean_up(key, obj, live)
             self._set_finalizers(key, obj, [f for f in finalizers if f != FINALIZER])
@@ -138,6 +147,9 @@ class KubeOperator:
 
     def _clean_up(self, key: ResourceKey, obj: dict[str, Any],
                   live: Mapping[ResourceKey, Resource]) -> None:
+        if key[0] == Dataset.KIND:
+            self.store.remove_files(store_name(key))  # its own directory: no one shares it
+            return
         if key[0] != InferenceModel.KIND:
             return
         spec = obj.get("spec", {})
@@ -173,6 +185,11 @@ class KubeOperator:
             if (InferenceModel.KIND, namespace, name) not in objects:
                 log.info("removing workload %s/%s: its InferenceModel is gone", namespace, name)
                 self.workloads.delete(namespace, name)
+
+
+def _has_app(key: ResourceKey) -> bool:
+    """True for kinds Serve runs an application for (a Dataset has none to wait for)."""
+    return key[0] in (InferenceModel.KIND, JointInferenceService.KIND)
 
 
 def _services_using(model: ResourceKey, live: Mapping[ResourceKey, Resource]) -> list[str]:

@@ -29,6 +29,7 @@ from kubernetes.client.rest import ApiException
 
 from jointserve.api import (
     API_GROUP,
+    Dataset,
     InferenceModel,
     JointInferenceService,
     Resource,
@@ -42,7 +43,8 @@ log = logging.getLogger(__name__)
 
 VERSION = "v1alpha1"
 PLURALS = {InferenceModel.KIND: InferenceModel.PLURAL,
-           JointInferenceService.KIND: JointInferenceService.PLURAL}
+           JointInferenceService.KIND: JointInferenceService.PLURAL,
+           Dataset.KIND: Dataset.PLURAL}
 # The server ends each watch after this long; re-opening it costs one request.
 WATCH_TIMEOUT_S = 60
 RETRY_MIN_S = 0.5

@@ -32,6 +32,7 @@ class KubeStatus:
     def __init__(self, api_client: client.ApiClient, source: KubeSource) -> None:
         self.api = client.CustomObjectsApi(api_client)
         self.source = source
+        self._written: dict[ResourceKey, dict[str, Any]] = {}  # what this process last sent
 
     def keys(self) -> list[ResourceKey]:
         return sorted(self.source.objects())
@@ -46,20 +47,38 @@ class KubeStatus:
 
     def write(self, key: ResourceKey, record: dict[str, Any]) -> None:
         kind, namespace, name = key
-        status = dict(record["status"])
-        # A merge patch only sets the keys it names: name the dropped ones as null to remove them.
+        # The watch may not have brought our last write back yet: null what either held.
         current = (self.source.get(key) or {}).get("status") or {}
-        status.update({field: None for field in current if field not in status})
+        patch = merge_patch(current, record["status"])
+        patch = merge_patch(self._written.get(key, {}), patch)
         try:
             self.api.patch_namespaced_custom_object_status(
-                API_GROUP, VERSION, namespace, PLURALS[kind], name, {"status": status})
+                API_GROUP, VERSION, namespace, PLURALS[kind], name, {"status": patch})
         except ApiException as exc:
             if exc.status == 404:  # deleted meanwhile: nothing to report on
                 return
             raise
+        self._written[key] = record["status"]
 
     def delete(self, key: ResourceKey) -> None:
         """Nothing to do: the status goes with its object."""
+        self._written.pop(key, None)
+
+
+def merge_patch(current: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) that turns `current` into `new`.
+
+    A merge patch only sets the keys it names and merges objects key by key, so every key
+    `current` has and `new` lacks is sent as null, at every depth where both hold an object:
+    a class gone from a Dataset's status.classes goes from the cluster too. Lists are
+    replaced whole."""
+    patch = dict(new)
+    for field, old in current.items():
+        if field not in new:
+            patch[field] = None
+        elif isinstance(old, dict) and isinstance(new[field], dict):
+            patch[field] = merge_patch(old, new[field])
+    return patch
 
 
 class KubeEvents:

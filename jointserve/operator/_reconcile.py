@@ -6,7 +6,8 @@
 Both sources (directory, Kubernetes) feed the same `Reconciler`. The rule that keeps users
 safe: a version is only ever handed to Serve after its archive downloaded, matched its sha256,
 unpacked safely and loaded in onnxruntime. When the target version fails any of that, the
-version that was serving keeps serving and the status says why.
+version that was serving keeps serving and the status says why. Datasets are counted in the
+same pass (`_datasets`), after Serve has its config; they add no application.
 
 Kubernetes mode adds three hooks, all optional: `events` hears what happened to a resource
 (fetching, and every condition that changed: the Events `kubectl describe` shows), `images`
@@ -17,7 +18,6 @@ abandoned once no resource wants its model any more (deleted mid-download).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
@@ -25,6 +25,8 @@ from typing import Any, Protocol, TypeVar
 from jointserve.api import (
     Condition,
     ConditionType,
+    Dataset,
+    DatasetStatus,
     InferenceModel,
     InferenceModelStatus,
     JointInferenceService,
@@ -40,21 +42,17 @@ from jointserve.contract import BatchLimits, app_name
 from jointserve.protocol import LoadedModel
 from jointserve.store import ArtifactError, ArtifactStore, ProgressCallback, redact_url
 
+from ._datasets import DatasetCounter, dataset_status
 from ._joint import JointPlan, plan_service, service_status
 from ._ray import AppState
+from ._retry import settled, with_backoff
 from ._serve_config import ModelApp, ServeSettings, build_serve_config
 from ._status_store import StatusRecords
 
 log = logging.getLogger(__name__)
 
-Status = InferenceModelStatus | JointInferenceServiceStatus
-S = TypeVar("S", InferenceModelStatus, JointInferenceServiceStatus)
-
-# Failures worth retrying on their own (the server may come back); the others need a new
-# spec (another URL or sha256) before another try makes sense.
-TRANSIENT_REASONS = {"DownloadFailed", "HTTPError"}
-RETRY_MIN_S = 5.0
-RETRY_MAX_S = 300.0
+Status = InferenceModelStatus | JointInferenceServiceStatus | DatasetStatus
+S = TypeVar("S", InferenceModelStatus, JointInferenceServiceStatus, DatasetStatus)
 
 # (resource, type "Normal" | "Warning", reason, message): one Kubernetes Event's worth.
 EventSink = Callable[[ResourceKey, str, str, str], None]
@@ -148,6 +146,7 @@ class Reconciler:
         self._images = images
         self._wanted = wanted
         self._verified: dict[tuple[str, str, str, str], Verification] = {}
+        self._datasets = DatasetCounter(store, progress, events)
         self._deployed: dict[ResourceKey, ModelApp] = {}  # last handed to Serve
         self._serving: dict[ResourceKey, ModelApp] = {}  # last seen RUNNING in Serve
         self._applied: dict | None = None
@@ -156,7 +155,7 @@ class Reconciler:
         # only records that changed need the disk again.
         self._records: dict[ResourceKey, dict] = {
             key: record for key in statuses.keys()
-            if key[0] in {InferenceModel.KIND, JointInferenceService.KIND}
+            if key[0] in {InferenceModel.KIND, JointInferenceService.KIND, Dataset.KIND}
             and (record := statuses.read(key)) is not None
         }
 
@@ -216,7 +215,13 @@ class Reconciler:
                                     steady=app_name(key) in steady)
             out[key] = self._save(key, service, status)
         self._seen_running |= {name for name, state in states.items() if state.status == "RUNNING"}
-        for key in set(self._records) - set(models) - set(services):
+        # After Serve has its config: a large download or count delays no model's rollout.
+        datasets = {k: r for k, r in sorted(resources.items()) if isinstance(r, Dataset)}
+        for key, dataset in datasets.items():
+            status = dataset_status(dataset, self._datasets.count(key, dataset),
+                                    self._saved(key, DatasetStatus))
+            out[key] = self._save(key, dataset, status)
+        for key in set(self._records) - set(models) - set(services) - set(datasets):
             self.statuses.delete(key)
             del self._records[key]
             if key[0] == JointInferenceService.KIND:
@@ -330,7 +335,7 @@ class Reconciler:
     def _verify(self, key: ResourceKey, model_name: str, entry: ModelFile) -> Verification:
         memo_key = (model_name, entry.version, entry.downloadURL, entry.sha256sum)
         known = self._verified.get(memo_key)
-        if known and (known.ok or known.retry_at is None or time.monotonic() < known.retry_at):
+        if known is not None and settled(known):
             return known
         if self._events and not self.store.is_cached(model_name, entry.version, entry.sha256sum):
             self._events(key, "Normal", "Fetching",
@@ -338,10 +343,7 @@ class Reconciler:
         result = self._fetch_and_check(model_name, entry)
         if result.reason == "Cancelled":
             return result  # not remembered: a resource that still wants it must fetch again
-        if not result.ok and result.reason in TRANSIENT_REASONS:
-            attempts = known.attempts + 1 if known else 1
-            delay = min(RETRY_MAX_S, RETRY_MIN_S * 2 ** (attempts - 1))
-            result = replace(result, retry_at=time.monotonic() + delay, attempts=attempts)
+        result = with_backoff(result, known)
         self._verified[memo_key] = result
         return result
 

@@ -13,6 +13,15 @@ Layout of one model directory:
     <root>/<model>/.download-<version>-<hex8>        archive being downloaded   } only while a
     <root>/<model>/.tmp-<version>-<hex8>/            archive being unpacked     } fetch runs, or
     <root>/<model>/.old-<version>-<hex8>/            replaced version, deleted  } after a crash
+
+Files that are kept as they were downloaded, not unpacked (a Dataset's data), go through
+`fetch_file(name, url, sha256)` into a tree of their own, keyed by sha256, with the same
+lock and temp files (named after the sha256 instead of a version):
+
+    <root>/.datasets/<name>/<sha256>/<file name>     the file + .jointserve-artifact.json
+
+`.datasets` starts with a '.', which no model name may (`_component`), so no model can clash
+with it whatever it is called.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from filelock import FileLock
 
@@ -36,12 +46,18 @@ from ._unpack import Limits, unpack
 log = logging.getLogger(__name__)
 
 MARKER_NAME = ".jointserve-artifact.json"
+FILES_DIR = ".datasets"
+DEFAULT_FILE_NAME = "data"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_FILE_NAME = 200  # bytes; the ASCII left after sanitising, well under NAME_MAX (255)
 
 
 @dataclass(frozen=True)
 class FetchResult:
-    path: Path  # <root>/<model>/<version>/ (the unpacked archive contents)
+    # fetch: <root>/<model>/<version>/ (the unpacked archive contents);
+    # fetch_file: <root>/.datasets/<name>/<sha256>/<file name> (the file itself).
+    path: Path
     cache_hit: bool
     bytes_downloaded: int  # size of the archive fetched; 0 on a cache hit
 
@@ -115,6 +131,67 @@ class ArtifactStore:
         log.debug("artifact %s is cached", final)
         return FetchResult(path=final, cache_hit=True, bytes_downloaded=0)
 
+    # -- files kept as downloaded ------------------------------------------------------------
+
+    def file_path(self, name: str, url: str, sha256: str) -> Path:
+        """Where `fetch_file(name, url, sha256)` puts the file (whether or not it is there)."""
+        sha = _normalize_sha256(sha256)
+        return self.root / FILES_DIR / _component("name", name) / sha / _file_name(url)
+
+    def is_file_cached(self, name: str, url: str, sha256: str) -> bool:
+        """True if `fetch_file` would be a cache hit."""
+        path = self.file_path(name, url, sha256)
+        return _recorded_file(path.parent) == (path.parent.name, path.name) and path.is_file()
+
+    def remove_files(self, name: str) -> None:
+        """Delete everything `fetch_file` kept for `name`. Failures are logged."""
+        files_dir = self.root / FILES_DIR / _component("name", name)
+        if files_dir.exists():
+            log.info("removing %s: no resource uses %s any more", files_dir, name)
+            _remove(files_dir)
+
+    def fetch_file(
+        self, name: str, url: str, sha256: str, *, progress: ProgressCallback | None = None
+    ) -> FetchResult:
+        """Make `<root>/.datasets/<name>/<sha256>/<file name>` the file at `url`, as downloaded.
+
+        The file name is the last component of the URL's path, sanitised (letters, digits,
+        '.', '_', '-'; not starting with '.'), or "data". The sha256 is checked before the file
+        is kept; like `fetch`, this raises ArtifactError, leaves no temp files behind, waits
+        for another process fetching the same file and then finds it cached.
+        """
+        final = self.file_path(name, url, sha256)
+        sha_dir = final.parent
+        if self.is_file_cached(name, url, sha256):
+            return self._cache_hit(final)
+        sha_dir.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(sha_dir.parent / f".{sha_dir.name}.lock"):
+            if self.is_file_cached(name, url, sha256):
+                return self._cache_hit(final)
+            _sweep_leftovers(sha_dir.parent, sha_dir.name)
+            size = self._fetch_file_locked(final, url, progress)
+        return FetchResult(path=final, cache_hit=False, bytes_downloaded=size)
+
+    def _fetch_file_locked(self, final: Path, url: str, progress: ProgressCallback | None) -> int:
+        shown = redact_url(url)
+        sha_dir = final.parent
+        expected, token = sha_dir.name, secrets.token_hex(4)
+        part = sha_dir.with_name(f".download-{expected}-{token}")
+        staging = sha_dir.with_name(f".tmp-{expected}-{token}")
+        log.info("fetching %s for %s", shown, final)
+        try:
+            got = download(url, part, self._options, progress)
+            _check_sha256(got.sha256, expected, shown)
+            staging.mkdir()
+            os.rename(part, staging / final.name)
+            _write_marker(staging, expected, shown, got.size, file=final.name)
+            _install(staging, sha_dir, token)
+        finally:
+            part.unlink(missing_ok=True)
+            _remove(staging)  # gone already if it was installed
+        log.info("installed %s (%d bytes) at %s", shown, got.size, final)
+        return got.size
+
     def _fetch_locked(
         self, final: Path, url: str, expected: str, progress: ProgressCallback | None
     ) -> int:
@@ -125,12 +202,7 @@ class ArtifactStore:
         log.info("fetching %s for %s", shown, final)
         try:
             got = download(url, part, self._options, progress)
-            if got.sha256 != expected:
-                raise ArtifactError(
-                    "Sha256Mismatch",
-                    shown,
-                    f"sha256 mismatch for {shown}: expected {expected}, got {got.sha256}",
-                )
+            _check_sha256(got.sha256, expected, shown)
             staging.mkdir()
             kind = unpack(part, staging, shown, self._limits)
             _write_marker(staging, expected, shown, got.size)
@@ -158,6 +230,26 @@ def _component(arg: str, value: str) -> str:
     return value
 
 
+def _file_name(url: str) -> str:
+    """The name `fetch_file` keeps the file at `url` under: the URL path's last component,
+    with anything but letters, digits, '.', '_' and '-' made '_' and leading dots dropped (no
+    hidden files, no '..', no clash with the marker); "data" when nothing is left."""
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        path = ""
+    last = unquote(path).replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = _UNSAFE_FILE_CHARS.sub("_", last).lstrip(".")[:_MAX_FILE_NAME]
+    return cleaned or DEFAULT_FILE_NAME
+
+
+def _check_sha256(got: str, expected: str, shown: str) -> None:
+    if got != expected:
+        raise ArtifactError(
+            "Sha256Mismatch", shown, f"sha256 mismatch for {shown}: expected {expected}, got {got}"
+        )
+
+
 def _normalize_sha256(sha256: str) -> str:
     normalized = sha256.lower() if isinstance(sha256, str) else ""
     if not _SHA256.fullmatch(normalized):
@@ -172,13 +264,26 @@ def _recorded_sha256(version_dir: Path) -> str | None:
         return None
 
 
-def _write_marker(version_dir: Path, sha256: str, url: str, size: int) -> None:
+def _recorded_file(sha_dir: Path) -> tuple[str, str] | None:
+    """(sha256, file name) a fetch_file marker records, if there is one."""
+    try:
+        marker = json.loads((sha_dir / MARKER_NAME).read_text())
+        return marker["sha256"], marker["file"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_marker(
+    version_dir: Path, sha256: str, url: str, size: int, file: str | None = None
+) -> None:
     marker = {
         "sha256": sha256,
         "url": url,
         "size": size,
         "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if file is not None:  # fetch_file: the one file the directory holds
+        marker["file"] = file
     # Written last: the archive may have shipped a file of the same name.
     (version_dir / MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n")
 
