@@ -32,6 +32,7 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -173,44 +174,44 @@ class ArtifactStore:
         return FetchResult(path=final, cache_hit=False, bytes_downloaded=size)
 
     def _fetch_file_locked(self, final: Path, url: str, progress: ProgressCallback | None) -> int:
-        shown = redact_url(url)
-        sha_dir = final.parent
-        expected, token = sha_dir.name, secrets.token_hex(4)
-        part = sha_dir.with_name(f".download-{expected}-{token}")
-        staging = sha_dir.with_name(f".tmp-{expected}-{token}")
-        log.info("fetching %s for %s", shown, final)
-        try:
-            got = download(url, part, self._options, progress)
-            _check_sha256(got.sha256, expected, shown)
-            staging.mkdir()
+        def keep_as_is(part: Path, staging: Path, _shown: str) -> str:
             os.rename(part, staging / final.name)
-            _write_marker(staging, expected, shown, got.size, file=final.name)
-            _install(staging, sha_dir, token)
-        finally:
-            part.unlink(missing_ok=True)
-            _remove(staging)  # gone already if it was installed
-        log.info("installed %s (%d bytes) at %s", shown, got.size, final)
-        return got.size
+            return "file"
+
+        return self._download_and_install(final.parent, url, final.parent.name, progress,
+                                          keep_as_is, marked_file=final.name)
 
     def _fetch_locked(
         self, final: Path, url: str, expected: str, progress: ProgressCallback | None
     ) -> int:
+        def unpack_archive(part: Path, staging: Path, shown: str) -> str:
+            return unpack(part, staging, shown, self._limits)
+
+        return self._download_and_install(final, url, expected, progress, unpack_archive)
+
+    def _download_and_install(
+        self, target: Path, url: str, expected: str, progress: ProgressCallback | None,
+        fill: Callable[[Path, Path, str], str], marked_file: str | None = None,
+    ) -> int:
+        """Download `url` beside `target`, check its sha256, let `fill(download, staging,
+        shown_url)` put the content into a staging directory (it returns what it installed,
+        for the log), mark it and rename it into place as `target`. No temp file survives."""
         shown = redact_url(url)
-        version, token = final.name, secrets.token_hex(4)
-        part = final.with_name(f".download-{version}-{token}")
-        staging = final.with_name(f".tmp-{version}-{token}")
-        log.info("fetching %s for %s", shown, final)
+        token = secrets.token_hex(4)
+        part = target.with_name(f".download-{target.name}-{token}")
+        staging = target.with_name(f".tmp-{target.name}-{token}")
+        log.info("fetching %s for %s", shown, target)
         try:
             got = download(url, part, self._options, progress)
             _check_sha256(got.sha256, expected, shown)
             staging.mkdir()
-            kind = unpack(part, staging, shown, self._limits)
-            _write_marker(staging, expected, shown, got.size)
-            _install(staging, final, token)
+            kind = fill(part, staging, shown)
+            _write_marker(staging, expected, shown, got.size, file=marked_file)
+            _install(staging, target, token)
         finally:
             part.unlink(missing_ok=True)
             _remove(staging)  # gone already if it was installed
-        log.info("installed %s (%s, %d bytes) at %s", shown, kind, got.size, final)
+        log.info("installed %s (%s, %d bytes) at %s", shown, kind, got.size, target)
         return got.size
 
 
