@@ -29,12 +29,14 @@ import numpy as np
 from benchmarks import loadgen
 from benchmarks.figures import Point
 from benchmarks.joint_system import JointServe
+from benchmarks.procs import TreeMemory, tree_memory
 from benchmarks.workload import Workload, load_workload, measure_floor
-from jointserve.operator._ingress import ingress_switches
+from jointserve.operator._ingress import SERVE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "digits"
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
+MEMORY_SETTLE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class Runner:
         with PlainHttp(models["edge"]) as plain:
             self.progress(f"plain HTTP baseline up at {plain.infer_url()}")
             self.sweep(plain.name, plain.infer_url(), workload, ("easy",))
+            plain_memory = tree_memory(plain.process.pid)
         with SednaStyle(models["edge"], models["cloud"]) as sedna:
             self.progress(f"Sedna-style two services up at {sedna.infer_url()}")
             self.sweep(sedna.name, sedna.infer_url(), workload, self.plan.traffics)
@@ -160,6 +163,9 @@ class Runner:
             scenarios.wan(self, joint, workload)
             scenarios.breaker(self, joint, workload)
             scenarios.version_switch(self, joint, workload)
+            scenarios.replica_killed(self, joint, workload)
+            scenarios.deletion(self, joint)
+        self._memory(plain_memory)
         self._routing()
         return self.write()
 
@@ -176,6 +182,19 @@ class Runner:
         self.results.sections["generator_ceiling"] = result.to_dict()
         self.progress(f"load generator ceiling (vegeta vs a trivial endpoint, c=8): "
                       f"{result.throughput_rps:.0f} req/s, p50 {result.p50_ms:.2f} ms")
+
+    def _memory(self, plain: TreeMemory) -> None:
+        """PSS of the stack `make serve` runs (the example's two models and one service),
+        idle after start-up, beside the plain server's."""
+        with JointServe(EXAMPLE, example_only=True) as stack:
+            time.sleep(MEMORY_SETTLE_S)  # replicas done loading, first reports sent
+            joint = tree_memory(stack.pid)
+        self.results.sections["memory"] = {
+            "jointserve_pss_mib": joint.pss_mib, "jointserve_rss_mib": joint.rss_mib,
+            "jointserve_processes": joint.processes, "jointserve_by_name": joint.by_name,
+            "plain_pss_mib": plain.pss_mib, "plain_processes": plain.processes}
+        self.progress(f"memory: jointserve serve (digits example) {joint.pss_mib:.0f} MiB PSS in "
+                      f"{joint.processes} processes; plain HTTP {plain.pss_mib:.0f} MiB")
 
     def _routing(self) -> None:
         from benchmarks import routing
@@ -211,10 +230,9 @@ class Runner:
         return self.out
 
 
-# Both Ray systems serve HTTP the same way: jointserve's default ingress (HAProxy in front of
-# each replica's own HTTP port). The naive composition gets the same switches, so the
-# comparison is of the designs, not of Serve settings.
-SERVE_MODE_ENV = ingress_switches("haproxy")
+# jointserve's Serve switches (its own front door and listeners); the naive composition runs
+# on Serve's own fastest path (naive_serve.serve_haproxy_env), its best settings.
+SERVE_MODE_ENV = SERVE_ENV
 
 
 def _meta(plan: Plan, command: str) -> dict[str, Any]:

@@ -7,15 +7,19 @@ section of results.json.
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
 import threading
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from benchmarks import loadgen
-from benchmarks.joint_system import JointServe
+from benchmarks import heavy_model, loadgen
+from benchmarks.joint_system import BATCHING, JointServe
+from benchmarks.procs import processes_below
 from benchmarks.wan import Toxiproxy, measure_added_latency
 from benchmarks.workload import Workload
 
@@ -28,15 +32,41 @@ PROBES = 40  # sequential requests per phase of the breaker scenario
 
 
 def batching(runner: Runner, joint: JointServe, workload: Workload) -> None:
-    """Cloud model at c=32 through the gateway (CloudOnly), with and without @serve.batch."""
-    on = runner.measure("jointserve", "cloud-batched", joint.infer_url("cloud-batched"),
-                        workload.mixed, concurrency=BATCH_CONCURRENCY)
-    off = runner.measure("jointserve", "cloud-unbatched", joint.infer_url("cloud-unbatched"),
-                         workload.mixed, concurrency=BATCH_CONCURRENCY)
+    """Cloud models at c=32 through the gateway (CloudOnly), with and without @serve.batch.
+
+    The heavy model (benchmarks.heavy_model, a few ms a call) is where batching pays, and its
+    ratio is the section's (and the target's) `ratio`; the digits cloud model (~13 µs a call)
+    is measured beside it, where the serving path, not the model, sets the throughput.
+    """
+    assert joint.heavy is not None, "JointServe.start() builds the heavy archive"
+    joint.add_batching_services()
+    # In process, before the load points: jointserve is up but idle, so this is the model's
+    # own cost with little else on the cores.
+    call = heavy_model.measure_archive(joint.heavy.path)
+    heavy_on, heavy_off = (_throughput(runner, joint, workload, name)
+                           for name in ("heavy-batched", "heavy-unbatched"))
+    digits_on, digits_off = (_throughput(runner, joint, workload, name)
+                             for name in ("cloud-batched", "cloud-unbatched"))
     runner.results.sections["batching"] = {
-        "concurrency": BATCH_CONCURRENCY, "max_batch_size": 16, "batch_wait_ms": 2,
-        "batched_rps": on.median("throughput_rps"), "unbatched_rps": off.median("throughput_rps"),
-        "ratio": on.median("throughput_rps") / off.median("throughput_rps")}
+        "concurrency": BATCH_CONCURRENCY, "max_batch_size": BATCHING["maxBatchSize"],
+        "batch_wait_ms": BATCHING["batchWaitTimeoutMs"],
+        # The top-level figures are the heavy model's; the digits pair's have keys of their own.
+        "model": f"{heavy_model.MODEL_NAME} {heavy_model.VERSION}",
+        "heavy_params": asdict(joint.heavy.params), "heavy_sha256": joint.heavy.sha256,
+        "heavy_call_ms": call.to_dict(),
+        "batched_rps": heavy_on, "unbatched_rps": heavy_off, "ratio": heavy_on / heavy_off,
+        "digits_batched_rps": digits_on, "digits_unbatched_rps": digits_off,
+        "digits_ratio": digits_on / digits_off}
+    runner.progress(f"batching at c={BATCH_CONCURRENCY}: heavy model ({call.batch1_ms:.2f} ms a call, "
+                    f"{call.batch16_ms_per_row:.3f} ms/row at 16) {heavy_on / heavy_off:.2f}x; "
+                    f"digits cloud model {digits_on / digits_off:.2f}x")
+
+
+def _throughput(runner: Runner, joint: JointServe, workload: Workload, service: str) -> float:
+    """Median req/s of mixed traffic on `service` at c=BATCH_CONCURRENCY (one recorded point)."""
+    point = runner.measure("jointserve", service, joint.infer_url(service), workload.mixed,
+                           concurrency=BATCH_CONCURRENCY)
+    return point.median("throughput_rps")
 
 
 def wan(runner: Runner, joint: JointServe, workload: Workload) -> None:
@@ -122,40 +152,120 @@ def _timed(client: httpx.Client, url: str, bodies: list[bytes], n: int) -> list[
     return out
 
 
+SWITCH_CONCURRENCY = 8
+
+
 def version_switch(runner: Runner, joint: JointServe, workload: Workload) -> None:
-    """Open-loop mixed traffic on `digits` while the edge model goes v1 -> v2 -> v1."""
-    duration = runner.plan.switch_s
+    """c=8 mixed traffic on `digits` (one gateway replica) while the edge model goes
+    v1 -> v2 -> v1 -> v2 and then the cloud model v1 -> v1b (the same archive as another
+    version: a real load-and-swap): how many requests fail (target 0)."""
+    steps = [("digits-edge", "v2"), ("digits-edge", "v1"), ("digits-edge", "v2"),
+             ("digits-cloud", "v1b")]
+    duration = max(runner.plan.switch_s, 2.0 * len(steps))
     targets = [loadgen.Target(url=joint.infer_url("digits"), body=b) for b in workload.mixed]
     result: dict[str, loadgen.LoadResult] = {}
     attack = threading.Thread(target=lambda: result.update(
-        load=loadgen.run_load(targets, duration_s=duration, rate=runner.plan.rate)))
+        load=loadgen.run_load(targets, duration_s=duration, concurrency=SWITCH_CONCURRENCY)))
     attack.start()
-    edge = joint.model_doc("digits-edge")
+    docs = {name: joint.model_doc(name) for name in ("digits-edge", "digits-cloud")}
     switches = []
     started = time.monotonic()
-    for version, at in (("v2", duration / 4), ("v1", duration * 5 / 8)):
-        time.sleep(max(0.0, started + at - time.monotonic()))
-        edge["spec"]["targetVersion"] = version
+    for index, (model, version) in enumerate(steps):
+        time.sleep(max(0.0, started + duration * (index + 0.5) / (len(steps) + 1) - time.monotonic()))
+        docs[model]["spec"]["targetVersion"] = version
         switch_started = time.monotonic()
-        joint.write(edge)
-        _wait_version(joint, version, timeout=duration)
-        switches.append({"to": version, "took_s": time.monotonic() - switch_started})
+        joint.write(docs[model])
+        _wait_version(joint, model, version, timeout=duration)
+        switches.append({"model": model, "to": version, "took_s": time.monotonic() - switch_started})
     attack.join()
     load = result["load"]
     runner.results.sections["version_switch"] = {
-        "rate": runner.plan.rate, "duration_s": duration, "switches": switches,
+        "concurrency": SWITCH_CONCURRENCY, "duration_s": duration, "switches": switches,
         "requests": load.requests, "failures": load.failures, "status_codes": load.status_codes,
-        "p99_ms": load.p99_ms, "max_ms": load.max_ms}
-    runner.progress(f"version switch under {runner.plan.rate:g} req/s: {load.requests} requests, "
+        "errors": load.errors, "p99_ms": load.p99_ms, "max_ms": load.max_ms}
+    runner.progress(f"version switches under c={SWITCH_CONCURRENCY}: {load.requests} requests, "
                     f"{load.failures} failed, switches {[round(s['took_s'], 1) for s in switches]} s")
 
 
-def _wait_version(joint: JointServe, version: str, timeout: float) -> None:
+def replica_killed(runner: Runner, joint: JointServe, workload: Workload) -> None:
+    """SIGKILL a replica under c=8 load, twice: one of two gateway replicas (target: 0 failed),
+    and the one cloud replica (target: 0 failed; hard inputs get the edge answer meanwhile)."""
+    two = joint.service_doc("digits-two", "MaxProb", {"threshold": 0.6})
+    two["spec"]["replicas"] = 2
+    joint.write(two)
+    joint.wait_ready(["digits-two"])
+    _wait_replicas(joint, "jis.default.digits-two", "gateway", 2)
+    section: dict[str, Any] = {}
+    for label, model, app, deployment in (
+            ("gateway", "digits-two", "jis.default.digits-two", "gateway"),
+            ("cloud", "cloud-unbatched", "im.default.digits-cloud", "model")):
+        load = _load_while(runner, joint.infer_url(model), workload.mixed,
+                           lambda a=app, d=deployment: _kill_replica(joint, a, d))
+        section[label] = {"requests": load.requests, "failures": load.failures,
+                          "status_codes": load.status_codes, "errors": load.errors,
+                          "p99_ms": load.p99_ms, "max_ms": load.max_ms}
+        runner.progress(f"{label} replica SIGKILLed under c={SWITCH_CONCURRENCY}: "
+                        f"{load.requests} requests, {load.failures} failed")
+        _wait_replicas(joint, app, deployment, 2 if label == "gateway" else 1)
+    runner.results.sections["replica_killed"] = section
+
+
+def deletion(runner: Runner, joint: JointServe) -> None:
+    """How long a deleted InferenceModel takes to be gone (its route answers 404) after its
+    file is removed, with no request in flight (target: within 5 s)."""
+    doc = joint.model_doc("digits-edge")
+    doc["metadata"]["name"] = doc["spec"]["modelName"] = "doomed-edge"
+    joint.write(doc)
+    joint.wait_ready(["doomed-edge"])
+    started = time.monotonic()
+    joint.remove("doomed-edge")
+    with httpx.Client(timeout=5) as client:
+        while client.get(f"{joint.base_url}/v2/models/doomed-edge/ready").status_code != 404:
+            if time.monotonic() - started > 120:
+                raise RuntimeError("doomed-edge still served 120 s after its file was removed")
+            time.sleep(0.05)
+    gone_s = time.monotonic() - started
+    runner.results.sections["deletion"] = {"gone_s": gone_s}
+    runner.progress(f"deleted InferenceModel gone after {gone_s:.2f} s")
+
+
+def _load_while(runner: Runner, url: str, bodies: list[bytes], fault: Any) -> loadgen.LoadResult:
+    """c=8 closed-loop load for a few seconds with `fault()` a third of the way in."""
+    duration = max(runner.plan.switch_s, 6.0)
+    targets = [loadgen.Target(url=url, body=b) for b in bodies]
+    result: dict[str, loadgen.LoadResult] = {}
+    attack = threading.Thread(target=lambda: result.update(
+        load=loadgen.run_load(targets, duration_s=duration, concurrency=SWITCH_CONCURRENCY)))
+    attack.start()
+    time.sleep(duration / 3)
+    fault()
+    attack.join()
+    return result["load"]
+
+
+def _kill_replica(joint: JointServe, app: str, deployment: str) -> None:
+    pids = processes_below(joint.pid, f"ServeReplica:{app}:{deployment}") if joint.pid else []
+    if not pids:
+        raise RuntimeError(f"no replica process of {app}:{deployment} to kill")
+    os.kill(pids[0], signal.SIGKILL)
+
+
+def _wait_replicas(joint: JointServe, app: str, deployment: str, count: int,
+                   timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(processes_below(joint.pid, f"ServeReplica:{app}:{deployment}")) != count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{app}:{deployment} did not reach {count} replica(s)")
+        time.sleep(0.2)
+    joint.wait_ready([app.rsplit(".", 1)[1]] if app.startswith("jis.") else [])
+
+
+def _wait_version(joint: JointServe, model: str, version: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=5) as client:
         while time.monotonic() < deadline:
-            response = client.get(f"{joint.base_url}/v2/models/digits-edge/ready")
+            response = client.get(f"{joint.base_url}/v2/models/{model}/ready")
             if response.status_code == 200 and response.json().get("version") == version:
                 return
             time.sleep(0.2)
-    raise RuntimeError(f"digits-edge did not switch to {version} within {timeout:.0f}s")
+    raise RuntimeError(f"{model} did not switch to {version} within {timeout:.0f}s")

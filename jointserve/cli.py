@@ -58,9 +58,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--file-server", type=Path, default=None, metavar="DIR",
                        help="also serve DIR over HTTP on loopback (the example's model archives)")
     serve.add_argument("--file-server-port", type=int, default=8808)
-    serve.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy",
-                       help="how HTTP reaches a local Ray's replicas: HAProxy straight to each "
-                            "replica's port (default, fast), or Ray Serve's Python proxy")
     serve.set_defaults(func=_cmd_serve)
 
     _add_operator_parser(sub)
@@ -99,7 +96,6 @@ def _parser() -> argparse.ArgumentParser:
                             help="replicas' model store on the Ray pods "
                                  "(default: /var/lib/jointserve/store, an emptyDir)")
     rayservice.add_argument("--port", type=int, default=8000, help="Serve's HTTP port")
-    rayservice.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy")
     rayservice.add_argument("--head-layer", action="append", choices=("edge", "cloud"),
                             default=[], dest="head_layers",
                             help="let the head node run this layer's replicas too (repeatable; "
@@ -127,7 +123,6 @@ def _add_operator_parser(sub: Any) -> None:
                     help="where the model store lives (default: ./.jointserve)")
     op.add_argument("--ray-address", default=None,
                     help="join this Ray cluster instead of starting a local one")
-    op.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy")
     op.add_argument("--file-server", type=Path, default=None, metavar="DIR",
                     help="also serve DIR over HTTP on loopback (the example's model archives)")
     op.add_argument("--file-server-port", type=int, default=8808)
@@ -165,7 +160,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     lease = kube.LeaseSettings(args.lease_namespace, args.lease_name,
                                args.identity or kube.default_identity(), args.lease_duration)
     kube.run_operator(api_client, _kube_settings(args), lease, stop, namespace=args.namespace,
-                      ray_address=args.ray_address, ingress=args.ingress,
+                      ray_address=args.ray_address,
                       image_port=args.image_port, on_signals=lambda: _stop_on_signals(stop),
                       progress=ProgressPrinter, say=lambda line: print(line, flush=True))
     if file_server:
@@ -204,7 +199,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"file server: {file_server.url}/ serves {args.file_server}")
     settings = EmbeddedSettings(directory=args.directory, state_dir=args.state_dir, host=args.host,
                                 port=args.port, ray_address=args.ray_address,
-                                ingress=args.ingress, version=package_version("jointserve"))
+                                version=package_version("jointserve"))
     operator = start_embedded(settings, progress=ProgressPrinter)
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -434,7 +429,7 @@ def _cmd_export_rayservice(args: argparse.Namespace) -> int:
         return 2
     store_root = args.store_root or rs.DEFAULT_STORE_ROOT
     image = args.ray_image or rs.default_image()
-    # 0.0.0.0: in a pod, Serve's proxy must take the traffic KubeRay's Service sends it.
+    # 0.0.0.0: in a pod, the front door must take the traffic KubeRay's Service sends it.
     settings = ServeSettings(store_root=store_root, host="0.0.0.0", port=args.port,
                              version=package_version("jointserve"))
     store = ArtifactStore(args.state_dir.resolve() / "store")
@@ -450,9 +445,8 @@ def _cmd_export_rayservice(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     manifest = rs.rayservice(export.config, name=args.name, namespace=args.namespace,
-                             image=image, store_root=store_root, ingress=args.ingress,
-                             head_layers=args.head_layers)
-    print(rs.render(manifest, rs.note(image, store_root, args.ingress)), end="")
+                             image=image, store_root=store_root, head_layers=args.head_layers)
+    print(rs.render(manifest, rs.note(image, store_root)), end="")
     return 1 if export.problems else 0
 
 

@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from jointserve.protocol import InferenceError, LoadedModel, decode_request, infer
+from jointserve.protocol import InferenceError, LoadedModel, decode_request, dumps, infer
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.command == "POST" and path == f"{prefix}/infer":
                 response = infer(cloud.loaded, decode_request(body))
-                self._send(200, json.dumps(response).encode())
+                self._send(200, dumps(response))
             elif self.command == "GET" and path == f"{prefix}/ready":
                 ready = {"name": cloud.model_name, "ready": True, "version": cloud.loaded.version}
                 self._send(200, json.dumps(ready).encode())

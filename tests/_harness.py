@@ -42,7 +42,8 @@ class OperatorHarness:
         self.example = example
         port = backend.port
         self.base_url = f"http://127.0.0.1:{port}"
-        self.settings = ServeSettings(store_root=str(self.state / "store"), port=port)
+        self.settings = ServeSettings(store_root=str(self.state / "store"), port=port,
+                                      listen_host="127.0.0.1")
         store = ArtifactStore(self.state / "store", max_unpacked_bytes=MAX_MODEL_BYTES)
         # The operator `jointserve serve` runs, over the session's Serve, polling faster.
         self.operator = directory_operator(self.resources, self.state, backend, self.settings,
@@ -67,6 +68,22 @@ class OperatorHarness:
         doc = yaml.safe_load((self.example / "digits.yaml").read_text())
         doc["spec"].update(spec)
         return doc
+
+    def serve_service(self, name: str, **spec: Any) -> str:
+        """Write the example's service as `name` (with `spec` keys replaced) and wait until
+        it is Ready and answers; a deployment that failed fails the wait at once."""
+        doc = self.service_doc(**spec)
+        doc["metadata"]["name"] = name
+        self.write(doc)
+
+        def ready() -> bool:
+            condition = self.condition(name, "Ready", JIS)
+            assert condition.get("reason") != "DeployFailed", condition
+            return (condition.get("status") == "True"
+                    and self.http.get(f"/v2/models/{name}/ready").status_code == 200)
+
+        self.wait_for(ready, f"service {name} ready")
+        return name
 
     def remove(self, name: str) -> None:
         (self.resources / f"{name}.yaml").unlink(missing_ok=True)

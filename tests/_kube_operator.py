@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from jointserve.operator._ingress import ingress_env
-from jointserve.operator._serve_config import LAYER_RESOURCES
+from jointserve.operator._ingress import SERVE_ENV
+from jointserve.operator._serve_config import FRONT_DOOR_RESOURCE, LAYER_RESOURCES
 from tests._kube import KubeAPIServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,7 +46,8 @@ class RayHead:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        resources = json.dumps({name: 1000 for name in LAYER_RESOURCES.values()})
+        resources = json.dumps({name: 1000 for name in [*LAYER_RESOURCES.values(),
+                                                        FRONT_DOOR_RESOURCE]})
         ports = {flag: str(free_port()) for flag in (
             "--ray-client-server-port", "--dashboard-agent-listen-port",
             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port",
@@ -55,8 +56,8 @@ class RayHead:
                 "--node-ip-address=127.0.0.1", f"--port={self.port}", "--num-cpus=2",
                 f"--resources={resources}", "--include-dashboard=false",
                 "--disable-usage-stats", *(f"{flag}={port}" for flag, port in ports.items())]
-        # Serve reads its ingress switches from the cluster's environment (see _ingress.py).
-        env = {**os.environ, **ingress_env("haproxy"), **self.env}
+        # Serve reads its switches from the cluster's environment (see _ingress.py).
+        env = {**os.environ, **SERVE_ENV, **self.env}
         log = self.log_path.open("w")
         self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                       start_new_session=True)

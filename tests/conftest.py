@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests._fileserver import FileServer
-from tests._harness import CLOUD, EDGE, OperatorHarness
+from tests._harness import CLOUD, EDGE, JIS, OperatorHarness
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "digits"
@@ -85,6 +85,17 @@ def harness(tmp_path_factory, serve_backend, archive_server, example) -> Iterato
     h.wait_serving(CLOUD, CLOUD, "v1")
     yield h
     h.close()
+
+
+@pytest.fixture
+def services(harness: OperatorHarness) -> Iterator[list[str]]:
+    """Names of the resources a test wrote; removed (and awaited) afterwards."""
+    written: list[str] = []
+    yield written
+    for name in written:
+        harness.remove(name)
+    harness.wait_for(lambda: not any(harness.status(n, JIS) or harness.status(n) for n in written),
+                     "test resources removed")
 
 
 @pytest.fixture

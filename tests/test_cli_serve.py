@@ -6,6 +6,8 @@ directory, so it also proves embedded mode needs nothing but the directory it is
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -19,9 +21,12 @@ from pathlib import Path
 import yaml
 
 from tests._fileserver import FileServer
+from tests._procs import alive, live_descendants, processes
 from tests.conftest import free_port
 
 STARTUP_S = 240.0
+# Ray's own processes notice their driver is gone within seconds; generous on a busy box.
+ORPHAN_DEADLINE_S = 60.0
 
 
 def _example_dir(target: Path, example: Path, archive_server: FileServer) -> Path:
@@ -35,35 +40,72 @@ def _example_dir(target: Path, example: Path, archive_server: FileServer) -> Pat
     return target
 
 
+class Serving:
+    """`jointserve serve` on the example, as a user starts it, in a session of its own."""
+
+    def __init__(self, resources: Path, state: Path) -> None:
+        self.port = free_port()
+        command = [sys.executable, "-m", "jointserve.cli", "serve", str(resources),
+                   "--port", str(self.port), "--state-dir", str(state)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=env, start_new_session=True)
+        self.lines: list[str] = []
+        reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")),
+                                  daemon=True)
+        reader.start()
+
+    def curl_line(self) -> str:
+        """The curl command it prints once the models are served."""
+        deadline = time.monotonic() + STARTUP_S
+        while not any(line.lstrip().startswith("curl ") for line in self.lines):
+            assert self.proc.poll() is None, "jointserve serve exited early:\n" + "".join(self.lines)
+            assert time.monotonic() < deadline, "no curl line printed:\n" + "".join(self.lines)
+            time.sleep(0.5)
+        return next(line.strip() for line in self.lines if line.lstrip().startswith("curl "))
+
+    def kill_all(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
 def test_serve_prints_a_curl_line_that_answers(tmp_path: Path, example: Path,
                                                archive_server: FileServer) -> None:
     resources = _example_dir(tmp_path / "digits", example, archive_server)
-    port = free_port()
-    command = [sys.executable, "-m", "jointserve.cli", "serve", str(resources),
-               "--port", str(port), "--state-dir", str(tmp_path / "state")]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
-                              daemon=True)
-    reader.start()
+    serving = Serving(resources, tmp_path / "state")
     try:
-        deadline = time.monotonic() + STARTUP_S
-        while not any(line.lstrip().startswith("curl ") for line in lines):
-            assert proc.poll() is None, "jointserve serve exited early:\n" + "".join(lines)
-            assert time.monotonic() < deadline, "no curl line printed:\n" + "".join(lines)
-            time.sleep(0.5)
-        curl = next(line.strip() for line in lines if line.lstrip().startswith("curl "))
-        assert f"http://127.0.0.1:{port}/v2/models/" in curl
+        curl = serving.curl_line()
+        assert f"http://127.0.0.1:{serving.port}/v2/models/" in curl
         answer = subprocess.run(shlex.split(curl), capture_output=True, text=True, check=True)
-        assert '"model_version": "v1"' in answer.stdout, answer.stdout + answer.stderr
+        assert json.loads(answer.stdout)["model_version"] == "v1", answer.stdout + answer.stderr
         assert '"outputs"' in answer.stdout
     finally:
-        proc.send_signal(signal.SIGINT)
+        serving.proc.send_signal(signal.SIGINT)
         try:
-            code = proc.wait(timeout=60)
+            code = serving.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            serving.kill_all()
             raise
-    assert code == 0, "".join(lines[-30:])
+    assert code == 0, "".join(serving.lines[-30:])
+
+
+def test_nothing_outlives_a_sigkilled_serve(tmp_path: Path, example: Path,
+                                            archive_server: FileServer) -> None:
+    """Ray's processes, the replicas and the front door's HAProxy all go with their
+    `jointserve serve`, even when it gets no chance to stop them."""
+    resources = _example_dir(tmp_path / "digits", example, archive_server)
+    serving = Serving(resources, tmp_path / "state")
+    try:
+        serving.curl_line()
+        started = live_descendants(serving.proc.pid)
+        names = {p.pid: p.name for p in processes() if p.pid in started}
+        assert "haproxy" in names.values(), names
+        serving.proc.send_signal(signal.SIGKILL)  # the process only, not its group
+        serving.proc.wait()
+        deadline = time.monotonic() + ORPHAN_DEADLINE_S
+        while left := {pid: names[pid] for pid in started if alive(pid)}:
+            assert time.monotonic() < deadline, f"outlived jointserve serve: {left}"
+            time.sleep(0.5)
+    finally:
+        serving.kill_all()

@@ -73,8 +73,8 @@ SERVICES = [
 
 @pytest.mark.parametrize("spec", SERVICES)
 @pytest.mark.parametrize("cloud", [
-    pytest.param(CloudTarget(transport="handle", app_name=CLOUD.app_name, batching=CLOUD.batching),
-                 id="handle"),
+    pytest.param(CloudTarget(transport="listener", model_name=CLOUD.model_name,
+                             batching=CLOUD.batching), id="listener"),
     pytest.param(CloudTarget(transport="http", infer_url="https://cloud:8000/v2/models/big/infer"),
                  id="http"),
     pytest.param(CloudTarget(transport="none", why="cloudModel 'x' is not deployed"), id="none"),

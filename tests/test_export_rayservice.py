@@ -20,7 +20,7 @@ from jointserve.api import load_file
 from jointserve.cli import main
 from jointserve.contract import CloudTarget
 from jointserve.operator import GatewayApp, ModelApp, ServeSettings, build_serve_config
-from jointserve.operator._ingress import MODE_SWITCHES, ingress_env
+from jointserve.operator._ingress import SERVE_ENV
 from jointserve.operator.rayservice import DEFAULT_STORE_ROOT, LAYER_CAPACITY
 from tests._fileserver import FileServer
 
@@ -67,9 +67,9 @@ def _expected_config(directory: Path) -> dict[str, Any]:
                              version=package_version("jointserve"))
     edge, cloud = _model_app(directory, EDGE), _model_app(directory, CLOUD)
     (service,) = load_file(directory / f"{SERVICE}.yaml")
-    # The cloud model is deployed beside the gateway: reached through a DeploymentHandle.
+    # The cloud model is deployed beside the gateway: reached at its replicas' listeners.
     gateway = GatewayApp(f"jis.default.{SERVICE}", SERVICE, edge,
-                         CloudTarget(transport="handle", app_name=cloud.app_name), service.spec)
+                         CloudTarget(transport="listener", model_name=cloud.model_name), service.spec)
     return build_serve_config([edge, cloud], settings, [gateway])
 
 
@@ -97,7 +97,7 @@ def test_export_of_the_example_is_the_operators_config(
     assert {app.name for app in schema.applications} == APPS
 
 
-def test_cluster_carries_the_layer_resources_and_ingress_switches(
+def test_cluster_carries_the_layer_resources_and_serve_switches(
         resources: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, out, err = _export(resources, tmp_path / "state", capsys, "--name", "digits",
                              "--namespace", "ml", "--ray-image", "example/ray-jointserve:1")
@@ -108,17 +108,16 @@ def test_cluster_carries_the_layer_resources_and_ingress_switches(
     assert cluster["rayVersion"] == package_version("ray")
     head = cluster["headGroupSpec"]
     assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
-    # No layer resource on the head: model replicas never land next to the GCS and controller.
-    assert "resources" not in head["rayStartParams"]
+    # Only the front door on the head: model replicas never land next to the GCS and controller.
+    assert _parse_resources_param(head["rayStartParams"]["resources"]) == {
+        "jointserve_front_door": LAYER_CAPACITY}
     workers = {group["groupName"]: group for group in cluster["workerGroupSpecs"]}
     assert set(workers) == {"edge", "cloud"}
     for layer, group in workers.items():
         assert _parse_resources_param(group["rayStartParams"]["resources"]) == {
             f"jointserve_{layer}": LAYER_CAPACITY}
 
-    haproxy = ingress_env("haproxy")
-    shutil.rmtree(haproxy["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])  # it made a temp dir for us
-    switches = {k: haproxy[k] for k in MODE_SWITCHES}
+    switches = dict(SERVE_ENV)
     for group in [head, *workers.values()]:
         (container,) = group["template"]["spec"]["containers"]
         assert container["image"] == "example/ray-jointserve:1"
@@ -133,7 +132,7 @@ def test_head_carries_a_layer_only_when_asked(resources: Path, tmp_path: Path,
     assert code == 0, err
     head = yaml.safe_load(out)["spec"]["rayClusterConfig"]["headGroupSpec"]
     assert _parse_resources_param(head["rayStartParams"]["resources"]) == {
-        "jointserve_edge": LAYER_CAPACITY}
+        "jointserve_front_door": LAYER_CAPACITY, "jointserve_edge": LAYER_CAPACITY}
 
 
 def test_default_image_is_the_installed_ray(resources: Path, tmp_path: Path,

@@ -123,7 +123,7 @@ def _infer(joint: JointModel, body: bytes) -> tuple[dict, float]:
 
 
 def _label(answer: dict) -> list[int]:
-    return next(o["data"] for o in answer["outputs"] if o["name"] == "label")
+    return list(next(o["data"] for o in answer["outputs"] if o["name"] == "label"))
 
 
 def _hard_and_easy(joint: JointModel, samples: tuple[np.ndarray, np.ndarray]) -> tuple[int, int]:
@@ -316,3 +316,18 @@ def test_hard_examples_are_saved_with_both_answers(models, cloud_server, samples
     assert int(example.cloud_outputs["label"][0]) == samples[1][hard]
     assert example.edge_outputs["probabilities"].shape == (1, 10)
     writer.close()
+
+
+def test_latency_buckets_give_the_bucket_bound_of_each_quantile() -> None:
+    from jointserve.gateway._metrics import LatencyBuckets
+
+    buckets = LatencyBuckets()
+    for ms in [0.1] * 50 + [0.4] * 40 + [4.0] * 9 + [9000.0]:
+        buckets.observe(ms)
+    assert (buckets.count, round(buckets.total_ms, 1)) == (100, 9057.0)
+    assert buckets.quantile(0.5) == 0.25  # 50 of 100 at or under 0.25 ms
+    assert buckets.quantile(0.9) == 0.5
+    assert buckets.quantile(0.99) == 5.0
+    assert buckets.quantile(1.0) == 5000.0  # past the last boundary: the last boundary
+    buckets.clear()
+    assert buckets.count == 0 and buckets.quantile(0.5) == 5000.0

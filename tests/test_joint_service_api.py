@@ -108,14 +108,15 @@ def test_gateway_app_routes_the_service_and_runs_on_edge_nodes() -> None:
                      "b" * 64, batching=BatchLimits(max_batch_size=16, batch_wait_timeout_s=0.002))
     service = parse_resource(_doc(nodeSelector={"zone": "a"}), "jis.yaml")
     gateway = GatewayApp("jis.default.digits", "digits", edge,
-                         CloudTarget(transport="handle", app_name=cloud.app_name), service.spec,
+                         CloudTarget(transport="listener", model_name=cloud.model_name), service.spec,
                          node_selector={"zone": "a"})
     config = build_serve_config([edge, cloud], ServeSettings(store_root="/s"), [gateway])
     ServeDeploySchema.model_validate(config)
     apps = {a["name"]: a for a in config["applications"]}
     app = apps["jis.default.digits"]
     assert app["route_prefix"] == "/v2/models/digits"
-    assert app["args"] == {"service": "digits"}  # version changes reconfigure, not restart
+    # version changes reconfigure, not restart
+    assert app["args"] == {"service": "digits", "listen_host": ""}
     [deployment] = app["deployments"]
     assert deployment["user_config"]["edge"]["version"] == "v1"
     assert deployment["ray_actor_options"]["resources"] == {"jointserve_edge": 0.001}

@@ -15,7 +15,6 @@ import tarfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,30 +34,9 @@ def samples(example: Path) -> tuple[np.ndarray, np.ndarray]:
     return data["X"], data["y"]
 
 
-@pytest.fixture
-def services(harness: OperatorHarness) -> Iterator[list[str]]:
-    """Names of the resources a test wrote; removed (and awaited) afterwards."""
-    written: list[str] = []
-    yield written
-    for name in written:
-        harness.remove(name)
-    harness.wait_for(lambda: not any(harness.status(n, JIS) or harness.status(n) for n in written),
-                     "test resources removed")
-
-
 def _serve(harness: OperatorHarness, services: list[str], name: str, **spec: Any) -> str:
-    doc = harness.service_doc(**spec)
-    doc["metadata"]["name"] = name
-    harness.write(doc)
-    services.append(name)
-    def ready() -> bool:
-        condition = harness.condition(name, "Ready", JIS)
-        assert condition.get("reason") != "DeployFailed", condition
-        return (condition.get("status") == "True"
-                and harness.http.get(f"/v2/models/{name}/ready").status_code == 200)
-
-    harness.wait_for(ready, f"service {name} ready")
-    return name
+    services.append(name)  # first: removed afterwards even if it never gets ready
+    return harness.serve_service(name, **spec)
 
 
 def _cloud_model(harness: OperatorHarness, services: list[str], name: str, **spec: Any) -> str:

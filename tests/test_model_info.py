@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
-from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from jointserve.api import ModelInfo, ResourceError, parse_resource
 from jointserve.contract import ArtifactRef, ModelReplicaConfig, user_config
-from jointserve.protocol import ModelReplica, model_info
+from jointserve.protocol import ModelReplica, asgi_app, model_info
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits"
 DIGITS = [str(d) for d in range(10)]  # the example archive's metadata.json labels
@@ -34,11 +33,7 @@ def _artifact(example: Path, store: Path) -> ArtifactRef:
 def _metadata(replica: ModelReplica) -> dict:
     """GET /v2/models/digits-edge of the replica's endpoint, mounted as Ray Serve mounts it."""
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        response = await replica.endpoint.handle(Request(scope, receive))
-        await response(scope, receive, send)
-
-    answer = TestClient(app, root_path="/v2/models/digits-edge").get("/v2/models/digits-edge")
+    answer = TestClient(asgi_app(replica.endpoint.handle)).get("/v2/models/digits-edge")
     assert answer.status_code == 200, answer.text
     return answer.json()
 

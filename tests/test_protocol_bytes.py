@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from jointserve.protocol import (
+    asgi_app,
     InvalidInput,
     LoadedModel,
     ModelEndpoint,
@@ -270,12 +270,8 @@ def endpoint(example: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelEn
 
 
 def _post(endpoint: ModelEndpoint, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        response = await endpoint.handle(Request(scope, receive))
-        await response(scope, receive, send)
-
-    # Without `with`: no lifespan events, which a bare endpoint does not handle.
-    response = TestClient(app).post("/infer", content=body, headers=headers)
+    response = TestClient(asgi_app(endpoint.handle)).post("/v2/models/digits-edge/infer",
+                                                          content=body, headers=headers)
     return response.status_code, response.json()
 
 

@@ -541,8 +541,8 @@ def test_service_gets_a_gateway_over_verified_edge_and_cloud_handle(
     assert gateway is not None and cloud_app is not None
     assert gateway_edge_version(config, gateway) == "v1"
     cloud = gateway_cloud(config, gateway)
-    assert cloud["transport"] == "handle"
-    assert cloud["app_name"] == cloud_app
+    assert cloud["transport"] == "listener"
+    assert cloud["model_name"] == "digits-cloud"
     assert condition(out, SERVICE_KEY, "Ready") == ("True", "Serving")
     assert condition(out, SERVICE_KEY, "CloudModelReady") == ("True", "Deployed")
     status = status_of(out, SERVICE_KEY)

@@ -64,6 +64,17 @@ def test_server_app_lists_served_models() -> None:
         "digits-edge": EDGE_APP.app_name, "digits-cloud": CLOUD_APP.app_name}
 
 
+def test_no_serve_proxy_and_the_front_door_on_its_node() -> None:
+    config = build_serve_config([EDGE_APP], SETTINGS)
+    assert config["proxy_location"] == "Disabled"
+    server = _app(config, "jointserve")
+    assert server["import_path"] == "jointserve.ingress:build_app"
+    assert server["args"] == {"version": "", "host": "127.0.0.1", "port": 8000, "listen_host": ""}
+    [deployment] = server["deployments"]
+    assert deployment["ray_actor_options"]["resources"] == {"jointserve_front_door": 0.001}
+    assert _app(config, EDGE_APP.app_name)["args"] == {"model_name": "digits-edge", "listen_host": ""}
+
+
 def test_autoscaling_replaces_the_fixed_replica_count() -> None:
     from jointserve.api import Autoscaling
 
@@ -73,7 +84,9 @@ def test_autoscaling_replaces_the_fixed_replica_count() -> None:
     ServeDeploySchema.model_validate(config)  # Ray's own schema takes it
     [deployment] = _app(config, EDGE_APP.app_name)["deployments"]
     assert "num_replicas" not in deployment
-    assert deployment["autoscaling_config"] == {"min_replicas": 2, "initial_replicas": 2,
-                                                "max_replicas": 6, "target_ongoing_requests": 4.0}
+    # Scaled on what the listeners have in flight: Serve's own count sees none of it.
+    assert deployment["autoscaling_config"] == {
+        "min_replicas": 2, "initial_replicas": 2, "max_replicas": 6, "target_ongoing_requests": 4.0,
+        "policy": {"policy_function": "jointserve.listener:in_flight_autoscaling_policy"}}
     [fixed] = _app(config, CLOUD_APP.app_name)["deployments"]
     assert fixed["num_replicas"] == 1 and "autoscaling_config" not in fixed

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,9 +33,25 @@ from benchmarks.systems import (LOGICAL_MODEL, ServiceProcess, System, free_port
                                 make_log_dir)
 from benchmarks.systems._oip import (BadRequest, OnnxModel, Outputs, decode_input, encode_response,
                                      error_body, max_prob)
-from jointserve.operator._ingress import ingress_env
 
 ROUTE_PREFIX = f"/v2/models/{LOGICAL_MODEL}"
+
+
+def serve_haproxy_env() -> dict[str, str]:
+    """Ray Serve's own fastest HTTP path: Serve-driven HAProxy in front of each ingress
+    replica's direct-ingress port (what jointserve used before its own front door). Serve's
+    defaults are fixed paths and ports, so this instance gets its own."""
+    files = Path(tempfile.mkdtemp(prefix="jsh-", dir="/tmp"))
+    return {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(files / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(files / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(files),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(files / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+    }
 # Ray start-up alone takes ~10-20 s here, then three replicas start; generous on a busy box.
 STARTUP_TIMEOUT_S = 120.0
 # serve.shutdown() + ray.shutdown() take a few seconds; past this, stop() kills the tree.
@@ -118,9 +135,9 @@ class NaiveRayServe(System):
     """The naive composition in its own subprocess and its own Ray.
 
     `env` goes into the subprocess's environment (so Ray's and Serve's processes inherit it).
-    By default it is jointserve's own default ingress (`ingress_env("haproxy")`: HAProxy +
-    direct ingress, with HAProxy files and ports of its own, never those of a Ray this
-    process may have started), so both Ray systems get the same Serve settings. It starts a fresh local Ray (address="local"), which works next to another
+    By default it is Ray Serve's fastest own HTTP path (`serve_haproxy_env`: HAProxy + direct
+    ingress, with HAProxy files and ports of its own, never those of a Ray this process may
+    have started): the naive design at its best Serve settings. It starts a fresh local Ray (address="local"), which works next to another
     Ray but would share the 2 cores and /tmp/ray with it: run Ray-based systems one after
     another, never side by side.
     """
@@ -135,7 +152,7 @@ class NaiveRayServe(System):
                 "--edge-dir", str(edge_dir), "--cloud-dir", str(cloud_dir)]
         self.process = ServiceProcess("benchmarks.systems.naive_serve", args,
                                       self.log_dir / "naive-ray-serve.log",
-                                      ingress_env("haproxy") if env is None else env)
+                                      serve_haproxy_env() if env is None else env)
 
     def start(self) -> None:
         self.process.start()

@@ -36,7 +36,8 @@ class EdgeModelRef(Strict):
 class CloudModelRef(Strict):
     """The cloud model: an InferenceModel here, or a remote OIP server (another cluster).
 
-    `name` alone: the InferenceModel's Serve deployment, called through a DeploymentHandle.
+    `name` alone: the InferenceModel's replicas, called at their own listeners (the value
+    `handle` of `transport` keeps the name of the DeploymentHandle this once was).
     `name` + `transport: http`: over HTTP to that InferenceModel's status url.
     `url` + `modelName`: over HTTP to a remote OIP v2 server, e.g. across a WAN.
     """

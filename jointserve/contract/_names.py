@@ -8,7 +8,7 @@ from jointserve.api import InferenceModel, JointInferenceService, ResourceKey
 SERVER_APP = "jointserve"
 SERVER_ROUTE = "/v2"
 SERVER_DEPLOYMENT = "server"
-SERVER_IMPORT_PATH = "jointserve.gateway:build_app"
+SERVER_IMPORT_PATH = "jointserve.ingress:build_app"
 
 # An InferenceModel's application has one deployment; its code depends on the layer.
 MODEL_DEPLOYMENT = "model"

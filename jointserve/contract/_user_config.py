@@ -49,9 +49,11 @@ class ModelReplicaConfig(_UserConfig):
 class CloudTarget(_UserConfig):
     """How a gateway reaches its cloud model, as the operator resolved it."""
 
-    transport: Literal["handle", "http", "none"]
-    app_name: str | None = None  # handle: the cloud InferenceModel's application
-    # handle: the cloud model's batching, applied on the gateway's side too (one call per batch)
+    transport: Literal["listener", "http", "none"]
+    # listener: the cloud InferenceModel's modelName, whose replica listeners the gateway
+    # finds in the listener registry and calls straight
+    model_name: str | None = None
+    # listener: the cloud model's batching, applied on the gateway's side too (one call per batch)
     batching: BatchLimits = BatchLimits()
     infer_url: str | None = None  # http: the OIP infer URL
     why: str = ""  # none: why there is no cloud to call
@@ -73,6 +75,16 @@ class ServerConfig(_UserConfig):
     """The server application: which model names are served, by which application."""
 
     models: dict[str, str] = Field(default_factory=dict)
+
+
+class FrontDoorArgs(_UserConfig):
+    """The server application's args (fixed for its life: a change restarts it): where the
+    public port is, and where listeners bind."""
+
+    version: str = ""  # jointserve's version, for the server metadata
+    host: str = "127.0.0.1"  # the public address HAProxy binds
+    port: int = Field(8000, ge=1, le=65535)
+    listen_host: str = ""  # where replica listeners bind; "": each node's IP
 
 
 def user_config(config: _UserConfig) -> dict[str, Any]:

@@ -1,9 +1,14 @@
-"""The gateway's two ways to reach the cloud model, behind one small interface.
+"""The gateway's way to reach the cloud model: OIP over pooled HTTP, one code path for both
+kinds of cloud.
 
-    HandleCloud  a Serve deployment in the same Ray cluster, through a DeploymentHandle:
-                 numpy tensors go by Ray's object transport, no JSON, no HTTP.
-    HttpCloud    any OIP v2 server (another cluster, across a WAN), through one pooled
-                 aiohttp.ClientSession: connections are reused, so a hard example pays one RTT.
+    in the cluster   the cloud InferenceModel's replica listeners, straight (no proxy hop);
+                     their addresses come from the listener registry (`ListenerUrls`)
+    remote           any OIP v2 server (another cluster, across a WAN), at a fixed URL
+
+Either way one pooled aiohttp.ClientSession: connections are reused, so a hard example pays
+one round trip. A DeploymentHandle was the in-cluster path before: ~3 ms per hard request
+at c=1 against ~1.6 ms over HTTP through a TCP proxy (docs/architecture.md, "Measured
+figures the code relies on").
 
 Every failure is mapped here, once, to a `CloudCallError` carrying the reason the client will
 see in the response (`cloud_unavailable`, `cloud_error`, `cloud_bad_response`); the caller
@@ -12,11 +17,11 @@ adds `cloud_timeout` (its deadline) and `circuit_open` (its breaker).
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import ssl
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -26,7 +31,8 @@ import httpx
 import numpy as np
 from pydantic import ValidationError
 
-from jointserve.protocol import InferenceResponse, encode_output
+from jointserve.contract import route_prefix
+from jointserve.protocol import InferenceResponse, dumps, encode_output
 from jointserve.runtime import numpy_dtype
 
 log = logging.getLogger(__name__)
@@ -59,51 +65,34 @@ class CloudClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-class HandleCloud:
-    """The cloud InferenceModel's Serve deployment, called through a DeploymentHandle."""
+class ListenerUrls:
+    """The infer URLs of one in-cluster model's replica listeners, kept current from the
+    listener registry's table (`update`, called by the gateway's `follow` task)."""
 
-    def __init__(self, app_name: str, deployment_name: str = "model") -> None:
-        from ray import serve
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+        self._urls: list[str] = []
+        self._turn = itertools.count()
 
-        self.app_name = app_name
-        # _check_exists=False: no controller round trip here (reconfigure must not block on
-        # it); a missing deployment shows up as a failed or timed-out call instead.
-        handle = serve.get_deployment_handle(deployment_name, app_name, _check_exists=False)
-        self._infer = handle.options(method_name="infer_tensors")
+    def update(self, routes: Mapping[str, Sequence[str]]) -> None:
+        path = f"{route_prefix(self.model_name)}/infer"
+        self._urls = [f"http://{address}{path}" for address in routes.get(self.model_name, ())]
 
-    async def infer(self, feeds: Mapping[str, np.ndarray]) -> CloudAnswer:
-        try:
-            answer = await self._infer.remote(dict(feeds))
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a fallback reason
-            raise CloudCallError(_handle_failure_reason(exc),
-                                 f"{type(exc).__name__}: {_first_line(exc)}") from None
-        return CloudAnswer(answer.version, answer.outputs)
+    def rotation(self) -> list[str]:
+        """Every URL, starting from the next one in turn: round robin, and the rest are the
+        replicas to try when one refuses the connection."""
+        urls = self._urls
+        if len(urls) <= 1:
+            return urls
+        start = next(self._turn) % len(urls)
+        return urls[start:] + urls[:start]
 
-    async def aclose(self) -> None:
-        return None
-
-
-def _handle_failure_reason(exc: Exception) -> str:
-    """cloud_error when the cloud replica ran and raised, cloud_unavailable when it could not
-    be reached (actor died, no replica, app deleted, controller gone, transport broke).
-
-    Over Ray's object transport a replica's exception arrives wrapped in RayTaskError; over
-    the gRPC transport (RAY_SERVE_THROUGHPUT_OPTIMIZED) it arrives as its own type. So the
-    test is "is it one of the system's errors", not "is it a RayTaskError".
-    """
-    import grpc
-    from ray.exceptions import RayError, RayTaskError
-    from ray.serve.exceptions import RayServeException
-
-    if isinstance(exc, RayTaskError):
-        return CLOUD_ERROR
-    if isinstance(exc, (RayError, RayServeException, grpc.RpcError, ConnectionError, OSError)):
-        return CLOUD_UNAVAILABLE
-    return CLOUD_ERROR
+    def __str__(self) -> str:
+        return f"the listeners of model {self.model_name!r}"
 
 
 class HttpCloud:
-    """A remote OIP v2 server's model, over pooled keep-alive HTTP connections.
+    """An OIP v2 model over pooled keep-alive HTTP: at a fixed URL, or at its listeners.
 
     aiohttp rather than httpx: at c=1 the client's CPU time is on the hard path's latency, and
     an httpx.AsyncClient call took ~1.9 ms of CPU on a 2-core machine where the same aiohttp
@@ -111,41 +100,47 @@ class HttpCloud:
     tries `import sniffio`, which anyio 4 no longer brings along, four times per call).
     """
 
-    def __init__(self, infer_url: str, max_connections: int) -> None:
-        self.infer_url = infer_url
+    def __init__(self, infer_urls: str | ListenerUrls, max_connections: int) -> None:
+        self._urls = infer_urls
+        self.infer_url = str(infer_urls)  # for messages
         self._max_connections = max_connections
+        remote = isinstance(infer_urls, str)
         # Resolved once, as httpx did when its client was made: aiohttp's trust_env would
-        # look up proxies and .netrc on every call, each through a worker thread.
-        self._proxy = _env_proxy(infer_url)
-        self._ssl = _ssl_context() if urlsplit(infer_url).scheme == "https" else True
+        # look up proxies and .netrc on every call, each through a worker thread. Listeners
+        # in the cluster are never reached through a proxy.
+        self._proxy = _env_proxy(infer_urls) if remote else None
+        self._ssl = _ssl_context() if remote and urlsplit(infer_urls).scheme == "https" else True
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
     async def infer(self, feeds: Mapping[str, np.ndarray]) -> CloudAnswer:
-        body = json.dumps({"inputs": [encode_output(n, a) for n, a in feeds.items()]}).encode()
-        try:
+        body = dumps({"inputs": [encode_output(n, a) for n, a in feeds.items()]})
+        urls = [self._urls] if isinstance(self._urls, str) else self._urls.rotation()
+        for attempt, url in enumerate(urls, 1):
             try:
-                status, content = await self._post(body)
-            except aiohttp.ServerDisconnectedError:
-                # A kept-alive connection the server closed while idle, before this loop saw
-                # the FIN: aiohttp retries that only for idempotent methods, and POST is not
-                # one. An OIP infer has no side effects, so try once more on a new connection.
-                status, content = await self._post(body)
-        except (aiohttp.ClientError, TimeoutError) as exc:  # refused, reset, DNS, garbage, 60 s
-            raise CloudCallError(CLOUD_UNAVAILABLE, f"{self.infer_url}: {type(exc).__name__}: {exc}") from None
-        if status >= 500:
-            raise CloudCallError(CLOUD_ERROR, f"{self.infer_url} answered {status}: {_text(content)}")
-        if status != 200:
-            # A 4xx means this gateway sent something the cloud model does not take: say so
-            # in the log, the client still gets the edge answer.
-            log.warning("cloud %s refused a request: %s %s", self.infer_url, status, _text(content))
-            raise CloudCallError(CLOUD_ERROR, f"{self.infer_url} answered {status}: {_text(content)}")
-        return _decode_answer(self.infer_url, content)
+                status, content = await self._post_once_more_if_stale(url, body)
+            except aiohttp.ClientConnectorError as exc:
+                if attempt < len(urls):  # refused: that replica is gone, try the next one
+                    continue
+                raise CloudCallError(CLOUD_UNAVAILABLE, f"{url}: {type(exc).__name__}: {exc}") from None
+            except (aiohttp.ClientError, TimeoutError) as exc:  # reset, garbage, 60 s
+                raise CloudCallError(CLOUD_UNAVAILABLE, f"{url}: {type(exc).__name__}: {exc}") from None
+            return _answer(url, status, content)
+        raise CloudCallError(CLOUD_UNAVAILABLE, f"{self.infer_url}: no replica listener is published")
 
-    async def _post(self, body: bytes) -> tuple[int, bytes]:
+    async def _post_once_more_if_stale(self, url: str, body: bytes) -> tuple[int, bytes]:
+        try:
+            return await self._post(url, body)
+        except aiohttp.ServerDisconnectedError:
+            # A kept-alive connection the server closed while idle, before this loop saw the
+            # FIN: aiohttp retries that only for idempotent methods, and POST is not one. An
+            # OIP infer has no side effects, so try once more on a new connection.
+            return await self._post(url, body)
+
+    async def _post(self, url: str, body: bytes) -> tuple[int, bytes]:
         # A cancelled call (the caller's deadline, a client gone) closes its connection
         # instead of returning it to the pool, so a late answer is never read as the next.
-        async with self._client().post(self.infer_url, data=body, headers=_JSON_HEADERS,
+        async with self._client().post(url, data=body, headers=_JSON_HEADERS,
                                        proxy=self._proxy, ssl=self._ssl) as reply:
             return reply.status, await reply.read()
 
@@ -171,6 +166,17 @@ class HttpCloud:
 
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _answer(url: str, status: int, content: bytes) -> CloudAnswer:
+    if status >= 500:
+        raise CloudCallError(CLOUD_ERROR, f"{url} answered {status}: {_text(content)}")
+    if status != 200:
+        # A 4xx means this gateway sent something the cloud model does not take: say so in
+        # the log, the client still gets the edge answer.
+        log.warning("cloud %s refused a request: %s %s", url, status, _text(content))
+        raise CloudCallError(CLOUD_ERROR, f"{url} answered {status}: {_text(content)}")
+    return _decode_answer(url, content)
 
 
 def _env_proxy(url: str) -> str | None:

@@ -1,8 +1,9 @@
-"""Hard rows of concurrent requests go to the cloud as ONE DeploymentHandle call.
+"""Hard rows of concurrent requests go to the cloud as ONE call.
 
-Batching inside the cloud replica (`@serve.batch` there) saves model time but not hops: each
-hard request still pays its own handle call, ~3 ms at c=1 on this machine against 12.8 µs of
-cloud model (docs/architecture.md, "Measured figures the code relies on"). Batching in the gateway before the call saves both, so when
+Batching inside the cloud replica (`@serve.batch` there) saves model time but not calls: each
+hard request still pays its own HTTP round trip and its JSON both ways, far more than the
+digits cloud model's 12.8 µs (docs/architecture.md, "Measured figures the code relies on").
+Batching in the gateway before the call saves both, so when
 the cloud InferenceModel has `spec.batching`, the gateway applies the same limits on its side.
 Requests that cannot share a call (other inputs or row shapes) are sent on their own.
 """

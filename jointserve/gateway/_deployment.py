@@ -1,7 +1,8 @@
 """The Ray Serve ingress deployment of one JointInferenceService.
 
-The operator deploys one application per service at /v2/models/<service name>, with this
-deployment (`gateway`) as its ingress, on edge nodes. Everything the replica needs arrives in
+The operator deploys one application per service, with this deployment (`gateway`) on edge
+nodes. Each replica answers /v2/models/<service name>/... on its own listener, published to
+the front door like a model replica's (jointserve.listener). Everything it needs arrives in
 its `user_config` (`GatewayConfig`): which edge version to load (fetched through the artifact
 store, like a model replica does), how to reach the cloud model, and the resource's spec. A
 changed user_config is applied in place by `reconfigure`: the new `JointModel` is built next
@@ -17,12 +18,14 @@ from typing import Any
 
 from ray import serve
 from ray.serve import Application
-from starlette.requests import Request
-from starlette.responses import Response
 
 from jointserve.api import JointInferenceServiceSpec, ModelInfo
-from jointserve.contract import GATEWAY_DEPLOYMENT, ArtifactRef, CloudTarget, GatewayConfig
+from jointserve.contract import GATEWAY_DEPLOYMENT, ArtifactRef, CloudTarget, GatewayConfig, route_prefix
+from jointserve.listener import ListenerReplica
+from jointserve.registry import Routes, follow
 from jointserve.protocol import (
+    HttpRequest,
+    HttpResponse,
     LoadedModel,
     ModelNotFound,
     ModelNotReady,
@@ -39,7 +42,7 @@ from jointserve.routing import build_policy
 from jointserve.runtime import build_pipeline
 
 from ._breaker import CircuitBreaker
-from ._cloud import CloudClient, HandleCloud, HttpCloud, NoCloud
+from ._cloud import CloudClient, HttpCloud, ListenerUrls, NoCloud
 from ._cloud_batch import BatchingCloud
 from ._hard_examples import HardExampleStore, HardExampleWriter
 from ._joint import CloudSettings, JointModel
@@ -48,11 +51,16 @@ from ._metrics import GatewayMetrics
 log = logging.getLogger(__name__)
 
 @serve.deployment(name=GATEWAY_DEPLOYMENT, max_ongoing_requests=256)
-class JointGateway:
+class JointGateway(ListenerReplica):
     """One logical model: the edge model in process, the cloud model behind a deadline."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, listen_host: str = "") -> None:
         self.service = service
+        self.prefix = route_prefix(service)
+        self._init_listener(service, self.handle, listen_host)
+        self._cloud_urls: ListenerUrls | None = None
+        self._routes: Routes = {}
+        self._following: asyncio.Task | None = None
         self.joint: JointModel | None = None
         self._config: GatewayConfig | None = None
         self._edge: tuple[tuple[ArtifactRef, ModelInfo | None], LoadedModel] | None = None
@@ -88,6 +96,7 @@ class JointGateway:
             hard_examples=self._hard_example_writer(spec),
         )
         self._config = config
+        await self._publish()
         log.info("%s: edge %s %s, cloud %s, policy %s", config.service, config.edge.model_name,
                  edge.version, config.cloud.transport, spec.hardExampleMining.name)
 
@@ -101,9 +110,12 @@ class JointGateway:
     async def _cloud_client(self, target: CloudTarget, max_in_flight: int) -> CloudClient:
         if self._cloud is not None and self._cloud[:2] == (target, max_in_flight):
             return self._cloud[2]
-        if target.transport == "handle":
-            assert target.app_name
-            client: CloudClient = HandleCloud(target.app_name)
+        if target.transport == "listener":
+            assert target.model_name
+            self._cloud_urls = ListenerUrls(target.model_name)
+            self._cloud_urls.update(self._routes)
+            self._follow_listeners()
+            client: CloudClient = HttpCloud(self._cloud_urls, max_in_flight)
             if target.batching.max_batch_size > 1:
                 client = BatchingCloud(client, target.batching.max_batch_size,
                                        target.batching.batch_wait_timeout_s)
@@ -118,6 +130,18 @@ class JointGateway:
             asyncio.get_running_loop().call_later(60.0, lambda: asyncio.ensure_future(old.aclose()))
         self._cloud = (target, max_in_flight, client)
         return client
+
+    def _follow_listeners(self) -> None:
+        """Keep the cloud model's listener addresses current (one long poll per replica)."""
+        if self._following is not None:
+            return
+
+        async def update(_version: int, routes: Routes) -> None:
+            self._routes = routes
+            if self._cloud_urls is not None:
+                self._cloud_urls.update(routes)
+
+        self._following = asyncio.get_running_loop().create_task(follow(update))
 
     def _circuit_breaker(self, spec: JointInferenceServiceSpec) -> CircuitBreaker:
         settings = (spec.cloud.breaker.failureThreshold, spec.cloud.breaker.cooldownMs)
@@ -141,17 +165,17 @@ class JointGateway:
 
     # -- requests -----------------------------------------------------------------------
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        """Answer one HTTP request of the listener; never raises."""
         return await answer(self._route, request, self.service)
 
-    async def _route(self, request: Request) -> Response:
+    async def _route(self, request: HttpRequest) -> HttpResponse:
         joint = self.joint  # one read: the whole request sees one configuration
-        path = relative_path(request)
+        path = relative_path(request, self.prefix)
         if path == "/infer":
             require_method(request, "POST")
             joint = _configured(joint, self.service)
-            body = await request.body()
-            inference = decode_request(body, json_header_length(request.headers))
+            inference = decode_request(request.body, json_header_length(request.headers))
             return json_response(await joint.infer(inference))
         if path == "/ready":
             require_method(request, "GET")
@@ -166,7 +190,7 @@ class JointGateway:
             meta["platform"] = "jointserve"
             meta.setdefault("parameters", {})["hem_policy"] = joint.policy_name
             return json_response(meta)
-        raise ModelNotFound(f"no route {request.url.path!r}; see the OIP v2 REST API")
+        raise ModelNotFound(f"no route {request.path!r}; see the OIP v2 REST API")
 
 
 def _configured(joint: JointModel | None, service: str) -> JointModel:
@@ -177,5 +201,6 @@ def _configured(joint: JointModel | None, service: str) -> JointModel:
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    """Application builder for Serve config `import_path`; args: {"service": str}."""
-    return JointGateway.bind(service=args["service"])
+    """Application builder for Serve config `import_path`;
+    args: {"service": str, "listen_host": str ("": this node's IP)}."""
+    return JointGateway.bind(service=args["service"], listen_host=args.get("listen_host", ""))

@@ -135,9 +135,9 @@ def _cloud_target(namespace: str, service: JointInferenceService,
         return (CloudTarget(transport="http", infer_url=url),
                 CloudResolution(Reason.CLOUD_DEPLOYED, f"{ref.name} {cloud.version} over http at {url}",
                                 cloud.version))
-    return (CloudTarget(transport="handle", app_name=cloud.app_name, batching=cloud.batching),
+    return (CloudTarget(transport="listener", model_name=cloud.model_name, batching=cloud.batching),
             CloudResolution(Reason.CLOUD_DEPLOYED,
-                            f"{ref.name} {cloud.version} through a DeploymentHandle", cloud.version))
+                            f"{ref.name} {cloud.version} at its replicas' listeners", cloud.version))
 
 
 def service_status(service: JointInferenceService, plan: JointPlan, previous: JointInferenceServiceStatus,

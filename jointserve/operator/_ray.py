@@ -10,10 +10,11 @@ import ray
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
-from jointserve.gateway import stats_board
+from jointserve.registry import listener_registry
 
-from ._ingress import use_ingress
-from ._serve_config import LAYER_RESOURCES
+from ._fate import guard_this_process
+from ._ingress import use_serve_env
+from ._serve_config import FRONT_DOOR_RESOURCE, LAYER_RESOURCES
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +32,19 @@ class AppState:
     running_replicas: int
 
 
-def start_local_ray(num_cpus: int | None = None, ingress: str = "haproxy") -> None:
-    """Start an embedded single-node Ray that carries both layers (no cluster needed).
-
-    `ingress`: "haproxy" (default: HAProxy + direct ingress, see _ingress.py) or "proxy"
-    (Serve's Python proxy).
-    """
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """Start an embedded single-node Ray that carries both layers (no cluster needed)."""
     if ray.is_initialized():
         return
-    use_ingress(ingress)
+    use_serve_env()
+    guard_this_process()  # nothing of this Ray outlives this process, even a SIGKILLed one
     ray.init(
         # "local": always a fresh single-node instance, never a cluster that happens to be
         # running on this machine (RAY_ADDRESS or `ray start`); joining one is --ray-address.
         address="local",
         num_cpus=num_cpus,
-        resources={name: _LOCAL_LAYER_CAPACITY for name in LAYER_RESOURCES.values()},
+        resources={name: _LOCAL_LAYER_CAPACITY
+                   for name in [*LAYER_RESOURCES.values(), FRONT_DOOR_RESOURCE]},
         include_dashboard=False,
         log_to_driver=False,
         namespace="jointserve",
@@ -64,11 +63,12 @@ class ServeBackend:
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        serve.start(http_options={"host": host, "port": port})
+        # No Serve proxy: the server application's front door owns the public port.
+        serve.start(proxy_location="Disabled", http_options={"host": host, "port": port})
         from ray.serve.context import _get_global_client
 
         self._client = _get_global_client()
-        self._stats = stats_board()
+        self._stats = listener_registry()  # it also keeps the gateways' counters
         self._counters: dict[str, dict[str, int]] = {}
         self._counters_ref: ray.ObjectRef | None = None
 

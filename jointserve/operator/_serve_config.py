@@ -29,6 +29,7 @@ from jointserve.contract import (
     ArtifactRef,
     BatchLimits,
     CloudTarget,
+    FrontDoorArgs,
     GatewayConfig,
     ModelReplicaConfig,
     ServerConfig,
@@ -40,6 +41,9 @@ from jointserve.contract import (
 # of replicas fits on a node that has the resource at all.
 LAYER_RESOURCES: dict[str, str] = {"edge": "jointserve_edge", "cloud": "jointserve_cloud"}
 LAYER_RESOURCE_PER_REPLICA = 0.001
+# The node that runs the front door (HAProxy on the public port) carries this one: the local
+# node in embedded mode, the head pod of an exported RayService.
+FRONT_DOOR_RESOURCE = "jointserve_front_door"
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,13 @@ class ServeSettings:
     # each would make a 2-core node refuse its third replica.
     replica_num_cpus: float = 0.1
     version: str = ""
+    # Where replica listeners bind: "" is each node's IP (a cluster, where the front door
+    # may be on another node); one machine binds them to its configured host.
+    listen_host: str = ""
+
+    def front_door(self) -> FrontDoorArgs:
+        return FrontDoorArgs(version=self.version, host=self.host, port=self.port,
+                             listen_host=self.listen_host)
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,9 @@ def build_serve_config(models: list[ModelApp], settings: ServeSettings,
     """
     served = {m.model_name: m.app_name for m in models} | {g.service: g.app_name for g in gateways}
     return {
-        "proxy_location": "EveryNode",
+        # HTTP comes in through the front door (the server application's HAProxy), never
+        # through Serve's own proxies.
+        "proxy_location": "Disabled",
         "http_options": {"host": settings.host, "port": settings.port},
         "applications": [_quiet(app) for app in
                          [_server_app(served, settings)]
@@ -126,13 +139,14 @@ def _server_app(served: dict[str, str], settings: ServeSettings) -> dict[str, An
         "name": SERVER_APP,
         "route_prefix": SERVER_ROUTE,
         "import_path": SERVER_IMPORT_PATH,
-        "args": {"version": settings.version},
+        "args": settings.front_door().model_dump(),
         "deployments": [
             {
                 "name": SERVER_DEPLOYMENT,
                 "num_replicas": 1,
                 "user_config": user_config(ServerConfig(models=dict(sorted(served.items())))),
-                "ray_actor_options": {"num_cpus": settings.replica_num_cpus},
+                "ray_actor_options": {"num_cpus": settings.replica_num_cpus,
+                                      "resources": {FRONT_DOOR_RESOURCE: LAYER_RESOURCE_PER_REPLICA}},
             }
         ],
     }
@@ -149,9 +163,14 @@ def _actor_options(layer: Layer, node_selector: dict[str, str],
     return options
 
 
+# Serve's default policy scales on the requests Serve itself carried, none now: this one
+# scales on what the replicas' listeners report (jointserve.listener).
+AUTOSCALING_POLICY = "jointserve.listener:in_flight_autoscaling_policy"
+
+
 def _replicas(replicas: int, autoscaling: Autoscaling | None) -> dict[str, Any]:
-    """A fixed replica count, or Serve's autoscaling on requests in flight per replica
-    (`target_ongoing_requests`: what each replica reports, whichever ingress brought them)."""
+    """A fixed replica count, or Serve's autoscaling on the requests in flight per replica
+    that the listeners report (`target_ongoing_requests` is the target of that count)."""
     if autoscaling is None:
         return {"num_replicas": replicas}
     return {"autoscaling_config": {
@@ -159,6 +178,7 @@ def _replicas(replicas: int, autoscaling: Autoscaling | None) -> dict[str, Any]:
         "initial_replicas": autoscaling.minReplicas,
         "max_replicas": autoscaling.maxReplicas,
         "target_ongoing_requests": autoscaling.targetInFlight,
+        "policy": {"policy_function": AUTOSCALING_POLICY},
     }}
 
 
@@ -175,7 +195,7 @@ def _model_app(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
         "import_path": MODEL_IMPORT_PATHS[model.layer],
         # args are part of the application's code version: keep version-specific data out
         # of them, or a version switch would restart replicas instead of reconfiguring them.
-        "args": {"model_name": model.model_name},
+        "args": {"model_name": model.model_name, "listen_host": settings.listen_host},
         "deployments": [
             {
                 "name": MODEL_DEPLOYMENT,
@@ -193,7 +213,7 @@ def _gateway_app(gateway: GatewayApp, settings: ServeSettings) -> dict[str, Any]
         "name": gateway.app_name,
         "route_prefix": route_prefix(gateway.service),
         "import_path": GATEWAY_IMPORT_PATH,
-        "args": {"service": gateway.service},
+        "args": {"service": gateway.service, "listen_host": settings.listen_host},
         "deployments": [
             {
                 "name": GATEWAY_DEPLOYMENT,

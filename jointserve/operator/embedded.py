@@ -35,7 +35,6 @@ class EmbeddedSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     ray_address: str | None = None  # join this cluster instead of starting a local Ray
-    ingress: str = "haproxy"  # how HTTP reaches a local Ray's replicas (see _ingress.py)
     version: str = ""  # jointserve's version, for the server metadata
 
     @property
@@ -43,8 +42,9 @@ class EmbeddedSettings:
         return f"http://{self.host}:{self.port}"
 
     def serve_settings(self) -> ServeSettings:
+        # One machine: listeners bind the configured host too (never a wider address).
         return ServeSettings(store_root=str(self.state_dir.resolve() / "store"), host=self.host,
-                             port=self.port, version=self.version)
+                             port=self.port, version=self.version, listen_host=self.host)
 
 
 def directory_operator(directory: Path, state_dir: Path, backend: Backend,
@@ -67,7 +67,7 @@ def start_embedded(settings: EmbeddedSettings,
     if settings.ray_address:
         connect_ray(settings.ray_address)
     else:
-        start_local_ray(ingress=settings.ingress)
+        start_local_ray()
     backend = ServeBackend(settings.host, settings.port)
     return directory_operator(settings.directory, settings.state_dir.resolve(), backend,
                               settings.serve_settings(), settings.public_url, progress=progress)

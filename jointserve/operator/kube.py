@@ -53,12 +53,12 @@ def default_identity() -> str:
 
 
 def start_serve(settings: KubeSettings, ray_address: str | None = None,
-                ingress: str = "haproxy") -> ServeBackend:
+                ) -> ServeBackend:
     """Join the Ray cluster at `ray_address` (or start a local one) and start Serve on it."""
     if ray_address:
         connect_ray(ray_address)
     else:
-        start_local_ray(ingress=ingress)
+        start_local_ray()
     return ServeBackend(settings.host, settings.port)
 
 
@@ -90,7 +90,7 @@ class LeaseSettings:
 
 def run_operator(api_client: client.ApiClient, settings: KubeSettings, lease: LeaseSettings,
                  stop: threading.Event, *, namespace: str | None = None,
-                 ray_address: str | None = None, ingress: str = "haproxy",
+                 ray_address: str | None = None,
                  image_port: int = 8080, on_signals: Callable[[], None] = lambda: None,
                  progress: Callable[[str], ProgressCallback | None] = lambda _label: None,
                  say: Callable[[str], None] = print) -> None:
@@ -117,7 +117,7 @@ def run_operator(api_client: client.ApiClient, settings: KubeSettings, lease: Le
             return
         # Ray and Serve once, on first leading: a standby replica leaves them alone.
         if backend is None:
-            backend = start_serve(settings, ray_address, ingress)
+            backend = start_serve(settings, ray_address)
             on_signals()  # ray.init installs a SIGTERM handler of its own
         operator = build_operator(api_client, source, backend, settings, lease.identity,
                                   image_port=image_port, progress=progress)

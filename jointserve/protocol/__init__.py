@@ -11,15 +11,24 @@ from ._dataplane import (
     infer,
     metadata,
     model_info,
+    prepare,
     request_tensor,
+    require_loaded,
+    respond,
     run_model,
     to_array,
 )
 from ._errors import InferenceError, InvalidInput, MethodNotAllowed, ModelNotFound, ModelNotReady
+from ._asgi import AsgiApp, asgi_app
 from ._http import (
+    Handler,
+    HttpRequest,
+    HttpResponse,
     ModelEndpoint,
+    Runner,
     ServerEndpoint,
     answer,
+    dumps,
     error_response,
     json_header_length,
     json_response,
@@ -27,11 +36,20 @@ from ._http import (
     require_method,
 )
 from ._oip import InferenceRequest, InferenceResponse, ModelMetadata, RequestInput
-from ._replica import ModelReplica, TensorAnswer, load_artifact
+from ._replica import ModelReplica, load_artifact
 
 __all__ = [
+    "AsgiApp",
+    "Handler",
+    "HttpRequest",
+    "HttpResponse",
     "ModelReplica",
-    "TensorAnswer",
+    "Runner",
+    "asgi_app",
+    "dumps",
+    "prepare",
+    "require_loaded",
+    "respond",
     "load_artifact",
     "INLINE_MAX_S",
     "JSON_LENGTH_HEADER",

@@ -228,19 +228,35 @@ def _length_prefixed(inp: RequestInput, raw: memoryview, count: int) -> np.ndarr
 
 def infer(loaded: LoadedModel | None, request: InferenceRequest) -> dict[str, Any]:
     """Run one request; returns the OIP response as a JSON-ready dict."""
+    loaded = require_loaded(loaded)
+    feeds, wanted = prepare(loaded, request)
+    return respond(loaded.name, loaded.version, request, loaded.model.run(feeds, wanted), wanted)
+
+
+def require_loaded(loaded: LoadedModel | None) -> LoadedModel:
     if loaded is None:
         raise ModelNotReady("model has no loaded version yet")
+    return loaded
+
+
+def prepare(loaded: LoadedModel, request: InferenceRequest) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The request's tensors checked against the model (InvalidInput naming what is wrong),
+    and the names of the outputs it asks for."""
     model = loaded.model
     feeds = {inp.name: to_array(inp, _input_spec(model, inp.name)) for inp in request.inputs}
     missing = [spec.name for spec in model.inputs if spec.name not in feeds]
     if missing:
         raise InvalidInput(f"missing input(s) {missing}; model {loaded.name} needs {_names(model.inputs)}")
-    wanted = _requested_outputs(model, request)
-    outputs = model.run(feeds, wanted)
+    return feeds, _requested_outputs(model, request)
+
+
+def respond(name: str, version: str, request: InferenceRequest,
+            outputs: Mapping[str, np.ndarray], wanted: list[str]) -> dict[str, Any]:
+    """The OIP response for `outputs` of `version`, the `wanted` ones in the order asked."""
     response: dict[str, Any] = {
-        "model_name": loaded.name,
-        "model_version": loaded.version,
-        "outputs": [encode_output(name, outputs[name]) for name in wanted],
+        "model_name": name,
+        "model_version": version,
+        "outputs": [encode_output(output, outputs[output]) for output in wanted],
     }
     if request.id is not None:
         response["id"] = request.id
@@ -339,7 +355,8 @@ def _flatten(data: list[Any]) -> list[Any]:
 
 
 def encode_output(name: str, array: np.ndarray) -> dict[str, Any]:
-    """One OIP output tensor: row-major flattened data, as the spec's JSON form prescribes.
+    """One OIP output tensor: row-major flattened data, as the spec's JSON form prescribes
+    (a flat numpy array for numbers, for `protocol.dumps` to write).
 
     BYTES elements become JSON strings: UTF-8 text as is; if any element is not valid UTF-8,
     every element is base64 and the output's parameters say `"content_type": "base64"` (the
@@ -348,7 +365,9 @@ def encode_output(name: str, array: np.ndarray) -> dict[str, Any]:
     datatype = oip_datatype(array.dtype)
     output: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
     if datatype != "BYTES":
-        output["data"] = array.ravel().tolist()
+        # The array itself: protocol.dumps (orjson) writes it from its buffer. Stdlib json
+        # cannot: callers that need lists call `.tolist()` on it.
+        output["data"] = np.ascontiguousarray(array.ravel())
         return output
     items = [item if isinstance(item, (bytes, bytearray)) else str(item).encode("utf-8")
              for item in array.ravel().tolist()]

@@ -1,6 +1,6 @@
 """HTTP adapter: the OIP v2 REST routes, mapped onto the data plane.
 
-Routes of one model (`ModelEndpoint`), relative to the model's prefix /v2/models/<name>:
+Routes of one model (`ModelEndpoint`), below the model's prefix /v2/models/<name>:
 
     GET  ""                      model metadata
     GET  /ready                  200 when a version is loaded, 503 otherwise
@@ -8,7 +8,7 @@ Routes of one model (`ModelEndpoint`), relative to the model's prefix /v2/models
                                  Inference-Header-Content-Length gives the JSON part's length)
     ...  /versions/<v>/...       the same, pinned to version <v> (404 if <v> is not the one served)
 
-Server-wide routes (`ServerEndpoint`), relative to /v2:
+Server-wide routes (`ServerEndpoint`), below /v2:
 
     GET  ""                      server metadata
     GET  /health/live            200 while the server answers
@@ -17,20 +17,25 @@ Server-wide routes (`ServerEndpoint`), relative to /v2:
 
 Any other method on a route is a 405 with an `Allow` header naming the one it takes (HEAD is
 not taken where GET is: the OIP spec defines GET only). Every failure becomes
-`{"error": "..."}` with the status on the exception; no exception escapes to Ray Serve, so a
-malformed request never costs a replica.
+`{"error": "..."}` with the status on the exception; no exception escapes, so a malformed
+request never costs a replica.
+
+No web framework: a request is an `HttpRequest` (method, path, headers, the whole body) and
+the answer an `HttpResponse`; `protocol.asgi_app` puts any handler of that shape on an ASGI
+server. On the easy path a framework's request and response objects, routing table and
+middleware were most of the replica's own CPU (issue 12's py-spy profile).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
+import numpy as np
+import orjson
 
 from ._dataplane import (
     INLINE_MAX_S,
@@ -53,53 +58,97 @@ log = logging.getLogger(__name__)
 JSON_TYPE = "application/json"
 
 
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """One HTTP request as the routes see it: `headers` has lowercase names (as ASGI gives
+    them) and `path` is the whole path, prefix included."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """One answer: always JSON; `headers` are the extra ones (Allow on a 405, say)."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+
+def _default(value: Any) -> Any:
+    """What orjson does not encode itself: numpy scalars, and arrays of other dtypes."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def dumps(payload: Any) -> bytes:
+    """JSON bytes of `payload`; numpy arrays (encode_output's `data`) go straight from their
+    buffer, without a Python float object per element."""
+    return orjson.dumps(payload, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def json_response(payload: Any, status_code: int = 200,
-                  headers: Mapping[str, str] | None = None) -> Response:
-    """A JSON response without Starlette's JSONResponse re-encoding overhead."""
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return Response(body, status_code=status_code, headers=headers, media_type=JSON_TYPE)
+                  headers: Mapping[str, str] | None = None) -> HttpResponse:
+    body = payload if isinstance(payload, bytes) else dumps(payload)
+    return HttpResponse(status_code, body, tuple(headers.items()) if headers else ())
 
 
-def error_response(exc: InferenceError) -> Response:
+def error_response(exc: InferenceError) -> HttpResponse:
     """The OIP error body for `exc`, with the status its class carries and its headers."""
     return json_response({"error": exc.message}, exc.status_code, exc.headers or None)
 
 
-def relative_path(request: Request) -> str:
-    """The request path below the application's route prefix (Ray Serve sets root_path to it)."""
-    path: str = request.scope.get("path", "")
-    root: str = request.scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root):]
+def relative_path(request: HttpRequest, prefix: str) -> str:
+    """The request path below `prefix` (a route's own prefix), without a trailing slash."""
+    path = request.path
+    if path.startswith(prefix):
+        path = path[len(prefix):]
     return path.rstrip("/")
 
 
-async def answer(route: Callable[[Request], Awaitable[Response]], request: Request,
-                 model_name: str) -> Response:
+async def answer(route: Handler, request: HttpRequest, model_name: str) -> HttpResponse:
     """`route(request)`, with every failure turned into its OIP error response; never raises."""
     try:
         return await route(request)
     except InferenceError as exc:
         return error_response(exc)
     except Exception:  # noqa: BLE001 - the replica must survive anything a request does
-        log.exception("model %s: unexpected error serving %s", model_name, request.url.path)
+        log.exception("model %s: unexpected error serving %s", model_name, request.path)
         return json_response({"error": "internal error; see the replica log"}, 500)
 
 
+Runner = Callable[[LoadedModel, Any], Awaitable[dict[str, Any]]]
+
+
 class ModelEndpoint:
-    """The HTTP face of one served model; `loaded` is swapped in place on a version change."""
+    """The HTTP face of one served model; `loaded` is swapped in place on a version change.
 
-    def __init__(self, name: str) -> None:
+    `infer`: how a decoded request is answered; the default runs it through the data plane
+    (inline, or on a thread for a slow model); the cloud tier passes its batching queue.
+    """
+
+    def __init__(self, name: str, infer_request: Runner | None = None) -> None:
         self.name = name
+        self.prefix = f"/v2/models/{name}"
         self.loaded: LoadedModel | None = None
+        self._infer = infer_request or _infer_one
 
-    async def handle(self, request: Request) -> Response:
+    async def handle(self, request: HttpRequest) -> HttpResponse:
         """Answer one HTTP request; never raises."""
         return await answer(self._route, request, self.name)
 
-    async def _route(self, request: Request) -> Response:
+    async def _route(self, request: HttpRequest) -> HttpResponse:
         loaded = self.loaded  # one read: the whole request sees one version
-        path = relative_path(request)
+        path = relative_path(request, self.prefix)
         if path.startswith("/versions/"):
             version, _, rest = path[len("/versions/"):].partition("/")
             if loaded is None or version != loaded.version:
@@ -110,11 +159,8 @@ class ModelEndpoint:
             path = f"/{rest}" if rest else ""
         if path == "/infer":
             require_method(request, "POST")
-            body = await request.body()
-            inference = decode_request(body, json_header_length(request.headers))
-            if loaded is not None and loaded.call_s > INLINE_MAX_S:  # see run_model
-                return json_response(await asyncio.to_thread(infer, loaded, inference))
-            return json_response(infer(loaded, inference))
+            inference = decode_request(request.body, json_header_length(request.headers))
+            return json_response(await self._infer(loaded, inference))
         if path == "/ready":
             require_method(request, "GET")
             loaded = self._require_loaded(loaded)
@@ -122,7 +168,7 @@ class ModelEndpoint:
         if path == "":
             require_method(request, "GET")
             return json_response(metadata(self._require_loaded(loaded)).model_dump(exclude_none=True))
-        raise ModelNotFound(f"no route {request.url.path!r}; see the OIP v2 REST API")
+        raise ModelNotFound(f"no route {request.path!r}; see the OIP v2 REST API")
 
     def _require_loaded(self, loaded: LoadedModel | None) -> LoadedModel:
         if loaded is None:
@@ -130,12 +176,20 @@ class ModelEndpoint:
         return loaded
 
 
+async def _infer_one(loaded: LoadedModel | None, inference: Any) -> dict[str, Any]:
+    if loaded is not None and loaded.call_s > INLINE_MAX_S:  # see run_model
+        return await asyncio.to_thread(infer, loaded, inference)
+    return infer(loaded, inference)
+
+
 class ServerEndpoint:
     """The HTTP face of the server-wide routes: everything under /v2 but a served model's prefix.
 
-    Ray-free, like ModelEndpoint: the Serve deployment (gateway.OipServer) supplies `served`,
+    Ray-free, like ModelEndpoint: the Serve deployment (ingress.OipServer) supplies `served`,
     the names of the models served now, and `not_ready`, those of them that are not ready.
     """
+
+    prefix = "/v2"
 
     def __init__(self, name: str, version: str, served: Callable[[], Iterable[str]],
                  not_ready: Callable[[], Awaitable[list[str]]]) -> None:
@@ -144,12 +198,14 @@ class ServerEndpoint:
         self._served = served
         self._not_ready = not_ready
 
-    async def handle(self, request: Request) -> Response:
+    async def handle(self, request: HttpRequest) -> HttpResponse:
         """Answer one HTTP request; never raises."""
         return await answer(self._route, request, self.name)
 
-    async def _route(self, request: Request) -> Response:
-        path = relative_path(request)
+    async def _route(self, request: HttpRequest) -> HttpResponse:
+        if not (request.path == self.prefix or request.path.startswith(self.prefix + "/")):
+            raise ModelNotFound(f"no route {request.path!r}; see the OIP v2 REST API")
+        path = relative_path(request, self.prefix)
         if path == "":
             require_method(request, "GET")
             return json_response({"name": self.name, "version": self.version, "extensions": []})
@@ -166,14 +222,14 @@ class ServerEndpoint:
             name = path[len("/models/"):].split("/", 1)[0]
             served = sorted(self._served())
             raise ModelNotFound(f"model {name!r} is not served here; served models: {served}")
-        raise ModelNotFound(f"no route {request.url.path!r}; see the OIP v2 REST API")
+        raise ModelNotFound(f"no route {request.path!r}; see the OIP v2 REST API")
 
 
 def json_header_length(headers: Mapping[str, str]) -> int | None:
     """The binary data extension's Inference-Header-Content-Length, or None when absent.
 
-    `headers`: Starlette's (case-insensitive) Headers, or a dict with lowercase names as ASGI
-    gives them. A value that is not a byte count is an InvalidInput (400).
+    `headers`: lowercase names, as ASGI gives them. A value that is not a byte count is an
+    InvalidInput (400).
     """
     value = headers.get(JSON_LENGTH_HEADER.lower())
     if value is None:
@@ -184,7 +240,7 @@ def json_header_length(headers: Mapping[str, str]) -> int | None:
     return int(text)
 
 
-def require_method(request: Request, method: str, *more: str) -> None:
+def require_method(request: HttpRequest, method: str, *more: str) -> None:
     """MethodNotAllowed (405, with `Allow: <methods>`) unless `request` uses one of the methods.
 
     Exact names only: HEAD is not implied by GET.
@@ -192,5 +248,5 @@ def require_method(request: Request, method: str, *more: str) -> None:
     allowed = (method, *more)
     if request.method not in allowed:
         accepts = ", ".join(allowed)
-        raise MethodNotAllowed(f"{request.url.path} accepts {accepts}, not {request.method}",
+        raise MethodNotAllowed(f"{request.path} accepts {accepts}, not {request.method}",
                                allowed)

@@ -15,37 +15,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-from starlette.requests import Request
-from starlette.responses import Response
 
 from jointserve.contract import ArtifactRef, ModelReplicaConfig
 from jointserve.store import ArtifactStore
 
-from ._dataplane import LoadedModel, model_info, run_model
-from ._errors import ModelNotReady
-from ._http import ModelEndpoint
+from ._dataplane import LoadedModel, model_info
+from ._http import ModelEndpoint, Runner
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TensorAnswer:
-    """What `infer_tensors` returns through a DeploymentHandle: numpy in, numpy out, no JSON."""
-
-    version: str
-    outputs: dict[str, np.ndarray]
 
 
 class ModelReplica:
     """One replica: an OIP endpoint whose model version follows `reconfigure` calls."""
 
-    def __init__(self, model_name: str) -> None:
-        self.endpoint = ModelEndpoint(model_name)
+    def __init__(self, model_name: str, infer_request: Runner | None = None) -> None:
+        self.endpoint = ModelEndpoint(model_name, infer_request)
         self._config: ModelReplicaConfig | None = None
 
     async def reconfigure(self, user_config: dict) -> None:
@@ -62,20 +49,6 @@ class ModelReplica:
             loaded = self.endpoint.loaded  # a description changed: the same model, told anew
             self.endpoint.loaded = replace(loaded, info=model_info(loaded.model.metadata, info))
         self._config = config
-
-    async def __call__(self, request: Request) -> Response:
-        return await self.endpoint.handle(request)
-
-    async def infer_tensors(self, feeds: Mapping[str, np.ndarray]) -> TensorAnswer:
-        """The gateway's path to this model: already-validated tensors, every output back."""
-        loaded = self._require_loaded()
-        return TensorAnswer(loaded.version, await run_model(loaded, feeds))
-
-    def _require_loaded(self) -> LoadedModel:
-        loaded = self.endpoint.loaded
-        if loaded is None:
-            raise ModelNotReady(f"model {self.endpoint.name!r} has no loaded version yet")
-        return loaded
 
 
 def load_artifact(artifact: ArtifactRef, info: Mapping[str, Any] | None = None) -> LoadedModel:

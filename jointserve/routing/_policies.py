@@ -107,7 +107,8 @@ class MaxProb(_Params):
     threshold: Fraction = 0.9
 
     def __call__(self, edge_output: np.ndarray) -> HemDecision:
-        top = float(_probabilities(edge_output).max(initial=0.0))
+        # np.max of the array as it is: a float64 copy first cost more than the model call.
+        top = float(np.max(edge_output)) if np.size(edge_output) else 0.0
         return HemDecision(hard=top < self.threshold, score=1.0 - top)
 
 

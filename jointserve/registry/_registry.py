@@ -1,0 +1,179 @@
+"""Who listens where: the cluster's table of replica listeners, by route.
+
+    replica (model or gateway) --publish(route, key, address), every HEARTBEAT_S--> ListenerRegistry
+    front door (HAProxy owner) <--watch(after=version)-- long poll --> apply, ack(version)
+    gateway (its cloud model's addresses) <--watch-- long poll
+
+A detached named Ray actor, so it belongs to the Ray cluster and works the same in every
+home: embedded mode, the Kubernetes operator's cluster, and a KubeRay RayService where no
+jointserve operator runs (whatever starts first creates it). Entries are leases: a replica
+refreshes its own every HEARTBEAT_S, and one not refreshed for ENTRY_TTL_S (a SIGKILLed
+replica, a lost node) is dropped. The proxy's health checks take a dead listener out of
+rotation long before that; the lease only keeps the table from growing stale.
+
+It also keeps the gateways' counters for the resource status (`report`, `totals`): each
+gateway replica reports its cumulative counts about once a second, the operator reads the
+totals. They share this actor rather than having one of their own because every Ray actor
+is a Python process of its own (~50 MB), and the embedded stack has to fit on edge boxes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import ray
+
+from jointserve.api import ServiceCounters
+
+log = logging.getLogger(__name__)
+
+REGISTRY_NAME = "jointserve-listeners"
+REGISTRY_NAMESPACE = "jointserve"
+# Each beat is a Ray actor call (a fraction of a millisecond of CPU on each side) per
+# replica: every 2 s keeps an idle stack quiet. The proxy's health checks, not the lease,
+# take a dead listener out of rotation.
+HEARTBEAT_S = 2.0
+ENTRY_TTL_S = 10.0
+# A front door that has not polled for this long no longer holds up a withdrawal.
+DOOR_TTL_S = 15.0
+# A long poll answers at once on a change; the timeout only bounds how long a follower
+# waits to notice a registry that went away.
+WATCH_TIMEOUT_S = 10.0
+
+Routes = dict[str, list[str]]  # route -> sorted listener addresses
+
+
+@dataclass
+class _Entry:
+    route: str
+    address: str
+    seen_at: float
+
+
+@ray.remote(num_cpus=0)
+class ListenerRegistry:
+    """route -> {replica key: address}, versioned: every change bumps `version`."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._version = 0
+        self._changed = asyncio.Event()
+        self._acks: dict[str, tuple[int, float]] = {}  # front door -> (version, when)
+        self._expiring: asyncio.Task | None = None
+        self._reports: dict[str, dict[str, dict[str, int]]] = {}  # service -> replica -> counts
+
+    async def publish(self, key: str, route: str, address: str) -> int:
+        """Add or refresh replica `key`'s listener; returns the version that holds it."""
+        self._start_expiry()
+        entry = self._entries.get(key)
+        if entry is not None and (entry.route, entry.address) == (route, address):
+            entry.seen_at = time.monotonic()
+            return self._version
+        self._entries[key] = _Entry(route, address, time.monotonic())
+        return self._bump()
+
+    async def withdraw(self, key: str) -> int:
+        """Remove replica `key`; returns the first version without it."""
+        if self._entries.pop(key, None) is None:
+            return self._version
+        return self._bump()
+
+    async def watch(self, after: int, timeout_s: float = WATCH_TIMEOUT_S) -> tuple[int, Routes]:
+        """The table once its version is past `after` (or after `timeout_s` as it is)."""
+        self._start_expiry()
+        if self._version <= after:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout_s)
+            except TimeoutError:
+                pass
+        return self._version, self._routes()
+
+    async def ack(self, door: str, version: int) -> None:
+        """Front door `door` has put `version` into its proxy."""
+        self._acks[door] = (version, time.monotonic())
+
+    async def applied(self, version: int) -> bool:
+        """Has every live front door put `version` (or a later one) into its proxy?"""
+        now = time.monotonic()
+        live = [acked for acked, when in self._acks.values() if now - when < DOOR_TTL_S]
+        return all(acked >= version for acked in live)
+
+    # -- gateway counters ----------------------------------------------------------------
+
+    async def report(self, service: str, replica_id: str, counters: dict[str, int]) -> None:
+        """Replica `replica_id` of `service` has counted `counters` so far (cumulative: a
+        lost or repeated report is harmless)."""
+        self._reports.setdefault(service, {})[replica_id] = counters
+
+    async def totals(self) -> dict[str, dict[str, int]]:
+        """Each service's counters, summed over its replicas."""
+        return {service: {name: sum(counts.get(name, 0) for counts in replicas.values())
+                          for name in ServiceCounters.model_fields}
+                for service, replicas in self._reports.items()}
+
+    async def forget(self, service: str) -> None:
+        """The service was deleted: a new one of the same name starts from zero."""
+        self._reports.pop(service, None)
+
+    def _routes(self) -> Routes:
+        routes: Routes = {}
+        for entry in self._entries.values():
+            routes.setdefault(entry.route, []).append(entry.address)
+        return {route: sorted(addresses) for route, addresses in sorted(routes.items())}
+
+    def _bump(self) -> int:
+        self._version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+        return self._version
+
+    def _start_expiry(self) -> None:
+        if self._expiring is None:
+            self._expiring = asyncio.get_running_loop().create_task(self._expire_forever())
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            now = time.monotonic()
+            stale = [key for key, e in self._entries.items() if now - e.seen_at > ENTRY_TTL_S]
+            for key in stale:
+                log.warning("listener %s (%s) missed its heartbeats; dropped", key,
+                            self._entries[key].address)
+                del self._entries[key]
+            if stale:
+                self._bump()
+
+
+def listener_registry() -> "ray.actor.ActorHandle":
+    """The cluster's ListenerRegistry, created on first use (blocking: a GCS round trip)."""
+    return ListenerRegistry.options(name=REGISTRY_NAME, namespace=REGISTRY_NAMESPACE,
+                                    get_if_exists=True, lifetime="detached").remote()
+
+
+async def follow(on_change: Callable[[int, Routes], Awaitable[None]]) -> None:
+    """Call `on_change(version, routes)` for every new version of the table, forever.
+
+    A registry that cannot be reached (not created yet, restarting) is asked again after a
+    short wait; the last table passed on stays in force meanwhile.
+    """
+    registry = None
+    version = -1
+    while True:
+        try:
+            if registry is None:
+                registry = await asyncio.to_thread(listener_registry)
+            new_version, routes = await registry.watch.remote(version)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - keep following whatever happens
+            log.warning("listener registry not reachable (%s); retrying", exc)
+            registry = None
+            await asyncio.sleep(0.5)
+            continue
+        if new_version != version:
+            version = new_version
+            await on_change(version, routes)
