@@ -27,6 +27,7 @@ from jointserve.datasets import (
     count_dataset,
 )
 from jointserve.datasets import _archive, _npz
+from tests._fakes import tar_info
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -357,20 +358,11 @@ def build_dir(tmp_path: Path, entries: list[Entry]) -> Path:
     return top
 
 
-def _tar_info(name: str, data: bytes | None) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    if data is None:
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
-    else:
-        info.size = len(data)
-    return info
-
-
 def tar_bytes(entries: list[Entry], mode: str = "w") -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode=mode) as tar:
         for name, data in entries:
-            tar.addfile(_tar_info(name, data), io.BytesIO(data) if data is not None else None)
+            tar.addfile(tar_info(name, data), io.BytesIO(data) if data is not None else None)
     return buf.getvalue()
 
 
@@ -601,7 +593,7 @@ def test_voc_layout_errors(
 def _tar_link(name: str, target: str, kind: bytes) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.addfile(_tar_info("Annotations/a.xml", XML), io.BytesIO(XML))
+        tar.addfile(tar_info("Annotations/a.xml", XML), io.BytesIO(XML))
         info = tarfile.TarInfo(name)
         info.type, info.linkname = kind, target
         tar.addfile(info)

@@ -12,16 +12,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-import tarfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, get_args
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from jointserve.api import (
     DATASET_FORMATS,
@@ -32,8 +29,9 @@ from jointserve.api import (
 )
 from jointserve.cli import main
 from jointserve.datasets import SUPPORTED_FORMATS
-from jointserve.operator import AppState, Reconciler, ServeSettings, StatusStore
+from jointserve.operator import Reconciler, ServeSettings, StatusStore
 from jointserve.store import ArtifactStore
+from tests._fakes import FakeBackend, onnx_identity, tar_gz
 
 DS = "Dataset"
 NS = "default"
@@ -47,31 +45,6 @@ VOC_XML = (b"<annotation><size><width>100</width><height>80</height></size>"
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-# -- fakes ------------------------------------------------------------------------------
-
-
-class FakeBackend:
-    """Ray Serve as the Reconciler sees it: every application of the last applied config is
-    RUNNING. (The idea of tests/test_reconciler.py's, cut down.)"""
-
-    def __init__(self) -> None:
-        self.applied: list[dict] = []
-
-    def apply(self, config: dict) -> None:
-        self.applied.append(copy.deepcopy(config))
-
-    def app_states(self) -> dict[str, AppState]:
-        apps = self.applied[-1]["applications"] if self.applied else []
-        return {app["name"]: AppState(status="RUNNING", message="", running_replicas=1)
-                for app in apps}
-
-    def service_counters(self) -> dict[str, dict[str, int]]:
-        return {}
-
-    def forget_service_counters(self, app_name: str) -> None:
-        pass
 
 
 # -- resources --------------------------------------------------------------------------
@@ -107,31 +80,13 @@ def key(name: str) -> tuple[str, str, str]:
 
 def tiny_model(tmp_path: Path) -> Any:
     """An InferenceModel of a real ONNX identity model, packed as the store wants it."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    url, digest = publish(tmp_path, "edge-v1.tar.gz", tar_gz({"model.onnx": model.SerializeToString()}))
+    url, digest = publish(tmp_path, "edge-v1.tar.gz", tar_gz({"model.onnx": onnx_identity("edge")}))
     return parse_resource({
         "apiVersion": "jointserve.io/v1alpha1", "kind": "InferenceModel",
         "metadata": {"name": "edge", "namespace": NS},
         "spec": {"modelName": "edge", "deployToLayer": "edge",
                  "manifest": [{"version": "v1", "downloadURL": url, "sha256sum": digest}]},
     }, "test:edge")
-
-
-def tar_gz(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-# -- fixtures and reading the status ----------------------------------------------------
 
 
 @pytest.fixture

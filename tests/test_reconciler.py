@@ -7,24 +7,20 @@ tar.gz archives, onnxruntime (the operator's trial load), the StatusStore. Fake:
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import io
 import shutil
-import tarfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from jointserve.api import parse_resource
-from jointserve.operator import AppState, Reconciler, ServeSettings, StatusStore
+from jointserve.operator import Reconciler, ServeSettings, StatusStore
 from jointserve.store import ArtifactStore
+from tests._fakes import Archive, FakeBackend, MemoryStatuses, onnx_identity, pack
 
 IM = "InferenceModel"
 JIS = "JointInferenceService"
@@ -95,102 +91,7 @@ def condition(out: Mapping, key: tuple[str, str, str], type_: str) -> tuple[str,
     return str(found["status"]), str(found["reason"])
 
 
-# -- fakes ------------------------------------------------------------------------------
-
-
-class FakeBackend:
-    """Ray Serve as the Reconciler sees it: every application of the last applied config
-    reports `self.status` (or its entry in `self.overrides`)."""
-
-    def __init__(self, status: str = "RUNNING") -> None:
-        self.status = status
-        self.overrides: dict[str, str] = {}
-        self.applied: list[dict] = []
-        self.counters: dict[str, dict[str, int]] = {}
-        self.forgotten: list[str] = []
-
-    @property
-    def config(self) -> dict:
-        assert self.applied, "nothing was applied"
-        return self.applied[-1]
-
-    def apply(self, config: dict) -> None:
-        self.applied.append(copy.deepcopy(config))
-
-    def app_states(self) -> dict[str, AppState]:
-        if not self.applied:
-            return {}
-        states = {}
-        for app in self.applied[-1]["applications"]:
-            status = self.overrides.get(app["name"], self.status)
-            running = (sum(d.get("num_replicas", 1) for d in app["deployments"])
-                       if status == "RUNNING" else 0)
-            states[app["name"]] = AppState(status=status, message=f"fake {status}",
-                                           running_replicas=running)
-        return states
-
-    def service_counters(self) -> dict[str, dict[str, int]]:
-        return copy.deepcopy(self.counters)
-
-    def forget_service_counters(self, app_name: str) -> None:
-        self.forgotten.append(app_name)
-
-
-class MemoryStatuses:
-    """StatusRecords in a dict, counting writes."""
-
-    def __init__(self) -> None:
-        self.records: dict[tuple[str, str, str], dict] = {}
-        self.writes = 0
-
-    def read(self, key: tuple[str, str, str]) -> dict | None:
-        return copy.deepcopy(self.records.get(key))
-
-    def write(self, key: tuple[str, str, str], record: dict) -> None:
-        self.writes += 1
-        self.records[key] = copy.deepcopy(record)
-
-    def delete(self, key: tuple[str, str, str]) -> None:
-        self.records.pop(key, None)
-
-    def keys(self) -> list[tuple[str, str, str]]:
-        return sorted(self.records)
-
-
-# -- archives ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Archive:
-    path: Path
-    sha256: str
-
-    @property
-    def url(self) -> str:
-        return self.path.as_uri()
-
-
-def onnx_identity(tag: str) -> bytes:
-    """A real, tiny ONNX model (float [N, 4] -> same); `tag` makes each version's bytes differ."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], f"identity_{tag}", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              doc_string=f"test model {tag}")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
-
-def pack(path: Path, members: dict[str, bytes]) -> Archive:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    path.write_bytes(buffer.getvalue())
-    return Archive(path, hashlib.sha256(buffer.getvalue()).hexdigest())
+# -- archives (tests/_fakes.py has the fakes and the packing) ----------------------------
 
 
 @pytest.fixture(scope="session")

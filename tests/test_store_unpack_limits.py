@@ -20,6 +20,7 @@ import pytest
 
 from jointserve.store import ArtifactError, ArtifactStore
 from jointserve.store._unpack import MAX_COMPONENT_BYTES, MAX_DEPTH, MAX_NAME_BYTES
+from tests._fakes import tar_info
 
 MODEL = b"not really onnx\n" * 64
 MODEL_NAME, VERSION = "m", "v1"
@@ -31,21 +32,12 @@ Builder = Callable[[list[Entry]], bytes]
 # --- archive builders ------------------------------------------------------------------------
 
 
-def _tar_info(name: str, data: bytes | None) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    if data is None:
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
-    else:
-        info.size = len(data)
-    return info
-
-
 def _tar(entries: list[Entry], mode: str) -> bytes:
     buf = io.BytesIO()
     # PAX (the default) carries long and non-ASCII names in extended headers, as GNU tar does.
     with tarfile.open(fileobj=buf, mode=mode, format=tarfile.PAX_FORMAT) as tar:
         for name, data in entries:
-            tar.addfile(_tar_info(name, data), io.BytesIO(data) if data is not None else None)
+            tar.addfile(tar_info(name, data), io.BytesIO(data) if data is not None else None)
     return buf.getvalue()
 
 
