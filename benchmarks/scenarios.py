@@ -196,9 +196,10 @@ def replica_killed(runner: Runner, joint: JointServe, workload: Workload) -> Non
     joint.wait_ready(["digits-two"])
     _wait_replicas(joint, "jis.default.digits-two", "gateway", 2)
     section: dict[str, Any] = {}
-    for label, model, app, deployment in (
-            ("gateway", "digits-two", "jis.default.digits-two", "gateway"),
-            ("cloud", "cloud-unbatched", "im.default.digits-cloud", "model")):
+    # (label, model under load, model killed, its application and deployment, replicas)
+    for label, model, killed, app, deployment, replicas in (
+            ("gateway", "digits-two", "digits-two", "jis.default.digits-two", "gateway", 2),
+            ("cloud", "cloud-unbatched", "digits-cloud", "im.default.digits-cloud", "model", 1)):
         load = _load_while(runner, joint.infer_url(model), workload.mixed,
                            lambda a=app, d=deployment: _kill_replica(joint, a, d))
         section[label] = {"requests": load.requests, "failures": load.failures,
@@ -206,7 +207,8 @@ def replica_killed(runner: Runner, joint: JointServe, workload: Workload) -> Non
                           "p99_ms": load.p99_ms, "max_ms": load.max_ms}
         runner.progress(f"{label} replica SIGKILLed under c={SWITCH_CONCURRENCY}: "
                         f"{load.requests} requests, {load.failures} failed")
-        _wait_replicas(joint, app, deployment, 2 if label == "gateway" else 1)
+        _wait_replicas(joint, app, deployment, replicas)
+        joint.wait_ready([killed])
     runner.results.sections["replica_killed"] = section
 
 
@@ -257,7 +259,6 @@ def _wait_replicas(joint: JointServe, app: str, deployment: str, count: int,
         if time.monotonic() > deadline:
             raise RuntimeError(f"{app}:{deployment} did not reach {count} replica(s)")
         time.sleep(0.2)
-    joint.wait_ready([app.rsplit(".", 1)[1]] if app.startswith("jis.") else [])
 
 
 def _wait_version(joint: JointServe, model: str, version: str, timeout: float) -> None:

@@ -120,7 +120,6 @@ class GatewayMetrics:
                                             "Total gateway latency, ms", tag_keys=("service", "tier"))
         self._latencies: dict[str, LatencyBuckets] = {}
         self._last_breaker: str | None = None
-        self._tier_tags = {tier: {**self._tags, "tier": tier} for tier in ("edge", "cloud", "mixed")}
         # Since the last flush: requests and samples by tier, fallbacks by reason, hard samples.
         self._requests_by_tier: Counter[str] = Counter()
         self._samples_by_tier: Counter[str] = Counter()
@@ -143,7 +142,7 @@ class GatewayMetrics:
     def flush(self) -> None:
         """Hand the counts summed since the last flush to Ray's metrics."""
         for tier, count in self._requests_by_tier.items():
-            tags = self._tier_tags.get(tier) or {**self._tags, "tier": tier}
+            tags = {**self._tags, "tier": tier}
             self._requests.inc(count, tags)
             self._samples.inc(self._samples_by_tier[tier], tags)
         for reason, count in self._fallbacks_by_reason.items():
@@ -153,7 +152,7 @@ class GatewayMetrics:
         for tier, buckets in self._latencies.items():
             if buckets.count == 0:
                 continue
-            tags = self._tier_tags.get(tier) or {**self._tags, "tier": tier}
+            tags = {**self._tags, "tier": tier}
             self._latency_count.inc(buckets.count, tags)
             self._latency_sum.inc(buckets.total_ms, tags)
             for quantile in SUMMARY_QUANTILES:

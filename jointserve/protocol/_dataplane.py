@@ -18,7 +18,7 @@ import binascii
 import math
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,11 +90,13 @@ def model_info(archive: Mapping[str, Any], spec: Mapping[str, Any] | None) -> di
 INLINE_MAX_S = 0.002
 
 
-async def run_model(loaded: LoadedModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """All outputs of `loaded` for `feeds`, without stalling the event loop on a slow model."""
+async def run_model(loaded: LoadedModel, feeds: Mapping[str, np.ndarray],
+                    output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The outputs of `loaded` for `feeds` (all, or `output_names`), without stalling the
+    event loop on a slow model."""
     if loaded.call_s <= INLINE_MAX_S:
-        return loaded.model.run(feeds)
-    return await asyncio.to_thread(loaded.model.run, feeds)
+        return loaded.model.run(feeds, output_names)
+    return await asyncio.to_thread(loaded.model.run, feeds, output_names)
 
 
 def _zeros_like(spec: TensorSpec) -> np.ndarray:

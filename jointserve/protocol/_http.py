@@ -28,7 +28,6 @@ middleware were most of the replica's own CPU (issue 12's py-spy profile).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -38,12 +37,14 @@ import numpy as np
 import orjson
 
 from ._dataplane import (
-    INLINE_MAX_S,
     JSON_LENGTH_HEADER,
     LoadedModel,
     decode_request,
-    infer,
     metadata,
+    prepare,
+    require_loaded,
+    respond,
+    run_model,
 )
 from ._errors import (
     InferenceError,
@@ -177,9 +178,10 @@ class ModelEndpoint:
 
 
 async def _infer_one(loaded: LoadedModel | None, inference: Any) -> dict[str, Any]:
-    if loaded is not None and loaded.call_s > INLINE_MAX_S:  # see run_model
-        return await asyncio.to_thread(infer, loaded, inference)
-    return infer(loaded, inference)
+    loaded = require_loaded(loaded)
+    feeds, wanted = prepare(loaded, inference)
+    outputs = await run_model(loaded, feeds, wanted)  # inline, or on a thread if slow
+    return respond(loaded.name, loaded.version, inference, outputs, wanted)
 
 
 class ServerEndpoint:
