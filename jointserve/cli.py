@@ -75,6 +75,21 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     status.set_defaults(func=_cmd_status)
 
+    evaluate = sub.add_parser(
+        "evaluate", help="evaluate a model or joint service over a Dataset once and print "
+                         "the metrics")
+    evaluate.add_argument("target", help="an InferenceModel or JointInferenceService: a YAML "
+                                         "file, or the name of one `jointserve serve` knows")
+    evaluate.add_argument("--dataset", required=True,
+                          help="a Dataset: a YAML file, or the name of one in the same places")
+    evaluate.add_argument("--output", dest="tensor", default=None,
+                          help="the output holding the predictions (default: spec.evaluation's, "
+                               "else class ids or the last output)")
+    evaluate.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                          help="where archives and datasets are fetched and verified, and whose "
+                               "records name resources (default: ./.jointserve)")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the schemas")
     crds.add_argument("--out", type=Path, default=Path("deploy/crds"))
     crds.set_defaults(func=_cmd_crds)
@@ -229,8 +244,10 @@ def _announce_when_ready(statuses: Any, first_pass: threading.Event, directory: 
     for record in records:
         print(f"  {_served_name(record)} ({_served_what(record)}): "
               f"{public_url}/v2/models/{_served_name(record)}/infer")
-    # A joint service is the product's point: show it first when there is one.
-    joint = [r for r in records if r["resource"]["kind"] == "JointInferenceService"]
+    # A joint service is the product's point: show it first when there is one. The example's
+    # request files hold tensors: not for a service whose preprocess decodes images.
+    joint = [r for r in records if r["resource"]["kind"] == "JointInferenceService"
+             and not r["resource"]["spec"].get("preprocess")]
     first = _served_name((joint or records)[0])
     print("\ntry:")
     for request_file in (directory / "request-easy.json", directory / "request.json"):
@@ -290,6 +307,27 @@ class ProgressPrinter:
         print(f"\r{line}" if tty else line, end=end, file=sys.stderr, flush=True)
 
 
+class EvaluationProgress:
+    """Samples evaluated so far on stderr: a live line on a terminal, else every 10%."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        tenth = 10 * done // max(total, 1)
+        tty = sys.stderr.isatty()
+        if not tty and tenth == self._last:
+            return
+        self._last = tenth
+        line = f"{self.label}: {done}/{total} samples"
+        print(f"\r{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+
+
 def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -311,9 +349,20 @@ def _cmd_get(args: argparse.Namespace) -> int:
         if record["resource"]["kind"] == kind:
             status = record.get("status", {})
             ready = _ready_condition(status)
-            rows.append(row(record["resource"], status) + [ready.get("message", "")] * wide)
+            rows.append(row(record["resource"], status) + [_wide_message(kind, status)] * wide)
     print(_table(rows))
     return 0
+
+
+def _wide_message(kind: str, status: dict) -> str:
+    """-o wide's last column: the Ready message; for a Dataset also its samples per class."""
+    message = _ready_condition(status).get("message", "")
+    classes = status.get("classes") or {}
+    if kind == "Dataset" and classes:
+        shown = " ".join(f"{name}:{count}" for name, count in list(classes.items())[:20])
+        more = f" (+{len(classes) - 20} more)" if len(classes) > 20 else ""
+        return f"{message}; per class {shown}{more}"
+    return message
 
 
 def _model_row(resource: dict, status: dict) -> list[str]:
@@ -326,8 +375,25 @@ def _model_row(resource: dict, status: dict) -> list[str]:
         status.get("activeVersion") or "-",
         _condition(status, ConditionType.READY),
         _ready_condition(status).get("reason") or "-",
+        *_evaluation_cells(status, "accuracy", "macroF1"),
         status.get("url") or "-",
     ]
+
+
+def _evaluation_cells(status: dict, *names: str) -> list[str]:
+    """The newest evaluation's metrics `names`, and where the evaluation stands."""
+    newest = (status.get("metrics") or [{}])[0]
+    if "accuracy" not in newest and "mAP50" in newest:  # a detector: ACC/MAP50 is its mAP
+        newest = {**newest, "accuracy": newest["mAP50"]}
+    cells = [f"{newest[name]:.4f}" if isinstance(newest.get(name), float) else "-"
+             for name in names]
+    evaluated = next((c for c in status.get("conditions", [])
+                      if c["type"] == ConditionType.EVALUATED), None)
+    if evaluated is None:
+        return [*cells, "-"]
+    progress = evaluated.get("message", "").rpartition(": ")[2]
+    shown = progress if evaluated["reason"] == "Evaluating" else evaluated["reason"]
+    return [*cells, shown]
 
 
 def _service_row(resource: dict, status: dict) -> list[str]:
@@ -343,6 +409,7 @@ def _service_row(resource: dict, status: dict) -> list[str]:
         str(status.get("hardExampleNumber", 0)),
         f"{status.get('uploadCloudRatio', 0.0):.3f}",
         str(status.get("fallbackNumber", 0)),
+        *_evaluation_cells(status, "accuracy", "cloudRatio", "pgr"),
         status.get("url") or "-",
     ]
 
@@ -366,10 +433,11 @@ _KIND_NAMES = {
     "datasets": "Dataset", "dataset": "Dataset", "ds": "Dataset", "dset": "Dataset",
 }
 _GET_TABLES = {
-    "InferenceModel": (["NAME", "MODEL", "LAYER", "TARGET", "ACTIVE", "READY", "REASON", "URL"],
-                       _model_row),
+    "InferenceModel": (["NAME", "MODEL", "LAYER", "TARGET", "ACTIVE", "READY", "REASON",
+                        "ACCURACY", "F1", "EVALUATION", "URL"], _model_row),
     "JointInferenceService": (["NAME", "EDGE", "CLOUD", "HEM", "READY", "REASON", "INFERENCES",
-                               "HARD", "UPLOAD-RATIO", "FALLBACKS", "URL"], _service_row),
+                               "HARD", "UPLOAD-RATIO", "FALLBACKS", "ACC/MAP50", "CLOUD-RATIO",
+                               "PGR", "EVALUATION", "URL"], _service_row),
     "Dataset": (["NAME", "FORMAT", "SAMPLES", "CLASSES", "READY", "REASON"], _dataset_row),
 }
 
@@ -405,6 +473,91 @@ def _condition(status: dict, type_: str) -> str:
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("   ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+# -- evaluate -------------------------------------------------------------------------------
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from jointserve.api import Evaluation, ResourceError
+    from jointserve.evaluation import EvaluationError
+    from jointserve.operator import evaluate_once
+    from jointserve.store import ArtifactStore
+
+    try:
+        resources, target = _evaluation_resources(args)
+        dataset = resources[_named(resources, "Dataset", args.dataset, target[1])]
+    except (LookupError, ValueError, ResourceError) as exc:
+        print(f"jointserve evaluate: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    resource = resources[target]
+    output = args.tensor or (resource.spec.evaluation.output if resource.spec.evaluation else None)
+    resource = resource.model_copy(deep=True)
+    resource.spec.evaluation = Evaluation(dataset=dataset.metadata.name, output=output)
+    resources[target] = resource
+    shown = EvaluationProgress(f"evaluating {target[2]} on {dataset.metadata.name}")
+    try:
+        metrics = evaluate_once(resources, target, ArtifactStore(args.state_dir.resolve() / "store"),
+                                shown)
+    except EvaluationError as exc:
+        print(f"jointserve evaluate: {exc.reason}: {exc.detail}", file=sys.stderr)
+        return 1
+    shown.finish()
+    print(_metrics_table(metrics.model_dump(exclude_none=True)))
+    return 0
+
+
+def _evaluation_resources(args: argparse.Namespace) -> tuple[dict, tuple[str, str, str]]:
+    """Every resource the command can name: those `jointserve serve` recorded in the state
+    dir, overridden by the files given (and the other files of the target's directory)."""
+    from jointserve.api import load_file, resource_key, parse_resource
+    from jointserve.operator import StatusStore
+
+    resources: dict = {}
+    for record in StatusStore(args.state_dir).all():
+        resource = parse_resource(record["resource"], "the state dir")
+        resources[resource_key(resource)] = resource
+    target_file = Path(args.target)
+    files = sorted(target_file.parent.glob("*.y*ml")) if target_file.is_file() else []
+    files += [f for f in (target_file, Path(args.dataset)) if f.is_file()]
+    named: dict = {}
+    for path in files:
+        for resource in load_file(path):
+            resources[resource_key(resource)] = resource
+            named.setdefault(path, resource)
+    if target_file.is_file():
+        target = resource_key(named[target_file])
+    else:
+        target = _named(resources, ("InferenceModel", "JointInferenceService"), args.target)
+    if Path(args.dataset).is_file():
+        args.dataset = named[Path(args.dataset)].metadata.name
+    return resources, target
+
+
+def _named(resources: dict, kinds: str | tuple[str, ...], name: str,
+           namespace: str | None = None) -> tuple[str, str, str]:
+    kinds = (kinds,) if isinstance(kinds, str) else kinds
+    found = [key for key in resources if key[0] in kinds and key[2] == name
+             and namespace in (None, key[1])]
+    if not found:
+        raise LookupError(f"no {' or '.join(kinds)} named {name!r} (in the files given or the "
+                          "state dir)")
+    return sorted(found)[0]
+
+
+def _metrics_table(metrics: dict) -> str:
+    """The metrics, one per line, then per-class recall and the confusion matrix."""
+    lines = [f"{name:<16} {value:.4f}" if isinstance(value, float) else f"{name:<16} {value}"
+             for name, value in metrics.items() if not isinstance(value, (dict, list))]
+    recall = metrics.get("perClassRecall", {})
+    if recall:
+        lines += ["", "class  recall"] + [f"{name:<6} {value:.4f}" for name, value in recall.items()]
+    confusion = metrics.get("confusion")
+    if confusion:
+        labels = confusion["labels"]
+        rows = [["true\\pred", *labels]] + [[label, *map(str, row)]
+                                            for label, row in zip(labels, confusion["counts"])]
+        lines += ["", _table(rows)]
+    return "\n".join(lines)
 
 
 # -- crds -----------------------------------------------------------------------------------

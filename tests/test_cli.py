@@ -37,9 +37,9 @@ def test_get_prints_a_kubectl_like_table(state: Path, capsys: pytest.CaptureFixt
     assert main(["get", "im", "--state-dir", str(state)]) == 0
     header, row = capsys.readouterr().out.splitlines()
     assert header.split() == ["NAME", "MODEL", "LAYER", "TARGET", "ACTIVE", "READY", "REASON",
-                              "URL"]
+                              "ACCURACY", "F1", "EVALUATION", "URL"]
     assert row.split() == ["digits-edge", "digits-edge", "edge", "v2", "v1", "True", "Serving",
-                           "http://127.0.0.1:8000"]
+                           "-", "-", "-", "http://127.0.0.1:8000"]
 
 
 def test_get_wide_adds_the_ready_message(state: Path, capsys: pytest.CaptureFixture) -> None:

@@ -123,12 +123,16 @@ def test_crd_shape() -> None:
         "VERSION": ("string", ".status.activeVersion"),
         "READY": ("string", '.status.conditions[?(@.type=="Ready")].status'),
         "REASON": ("string", '.status.conditions[?(@.type=="Ready")].reason'),
+        "ACCURACY": ("number", ".status.metrics[0].accuracy"),
+        "F1": ("number", ".status.metrics[0].macroF1"),
         "URL": ("string", ".status.url"),
         "AGE": ("date", ".metadata.creationTimestamp"),
         "MESSAGE": ("string", '.status.conditions[?(@.type=="Ready")].message'),
+        "EVALUATION": ("string", '.status.conditions[?(@.type=="Evaluated")].message'),
     }
-    # The message is long: only `kubectl get -o wide` shows it.
-    assert [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")] == ["MESSAGE"]
+    # The messages are long: only `kubectl get -o wide` shows them.
+    assert [c["name"] for c in version["additionalPrinterColumns"]
+            if c.get("priority")] == ["MESSAGE", "EVALUATION"]
 
 
 def test_crd_round_trips_through_the_kubernetes_models() -> None:

@@ -322,7 +322,7 @@ def test_get_ds_prints_a_kubectl_like_table(reconciler: Reconciler, state: Path,
         header, bad, train = capsys.readouterr().out.splitlines()
         assert header.split()[-1] == "MESSAGE"
         assert bad.endswith("bad.csv line 3: 1 field, the header has 2")
-        assert train.endswith("3 samples, 2 classes")
+        assert train.endswith("3 samples, 2 classes; per class cat:2 dog:1")
 
 
 # -- the schema -------------------------------------------------------------------------

@@ -350,3 +350,68 @@ def _identity_onnx(features: int) -> bytes:
     model.ir_version = 8
     return model.SerializeToString()
 
+
+
+# -- evaluation and model selection on the real Serve --------------------------------------------
+
+def _csv_dataset(harness: OperatorHarness, archive_dir: Path, X: np.ndarray, y: np.ndarray,
+                 name: str) -> dict:
+    """A csv Dataset of the test split, published on the archive server."""
+    header = ",".join([f"px{i}" for i in range(X.shape[1])] + ["label"])
+    rows = [",".join([repr(float(v)) for v in row] + [str(int(label))]) for row, label in zip(X, y)]
+    data = ("\n".join([header, *rows]) + "\n").encode()
+    (archive_dir / f"{name}.csv").write_bytes(data)
+    return {"apiVersion": "jointserve.io/v1alpha1", "kind": "Dataset", "metadata": {"name": name},
+            "spec": {"url": harness.archive_server.url(f"{name}.csv"),
+                     "sha256sum": hashlib.sha256(data).hexdigest(), "format": "csv",
+                     "csv": {"labelColumn": "label"}}}
+
+
+def _edge_candidate(harness: OperatorHarness, services: list[str], name: str, version: str) -> None:
+    doc = harness.example_doc(EDGE)
+    doc["metadata"] = {"name": name, "labels": {"selected-by": "test"}}
+    doc["spec"].update(modelName=name, targetVersion=version)
+    harness.write(doc)
+    services.append(name)
+
+
+def test_a_better_model_appearing_is_selected_without_failing_a_request(
+        harness, services, samples, archive_dir):
+    X, y = samples
+    dataset = _csv_dataset(harness, archive_dir, X, y, "selection-test")
+    harness.write(dataset)
+    services.append("selection-test")
+    _edge_candidate(harness, services, "cand-weak", "v1")
+    name = _serve(harness, services, "digits-selected", edgeModel={
+        "selector": {"matchLabels": {"selected-by": "test"}, "layer": "edge"},
+        "rankBy": {"dataset": "selection-test", "maximize": "accuracy"}})
+    choice = harness.status(name, JIS)["selection"]["edge"]
+    assert choice["model"] == "cand-weak", choice
+    weak = harness.status("cand-weak")["metrics"][0]
+    assert weak["dataset"] == "selection-test" and weak["version"] == "v1"
+
+    stop = threading.Event()
+    results: list[tuple[int, str]] = []
+
+    def client(offset: int) -> None:
+        i = offset
+        while not stop.is_set():
+            response = harness.infer(name, _body(X[i % len(X)]))
+            results.append((response.status_code,
+                            response.json().get("parameters", {}).get("edge_model_version", "")))
+            i += 2
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    _edge_candidate(harness, services, "cand-strong", "v2")  # a better model appears
+    harness.wait_for(lambda: harness.status(name, JIS).get("edgeVersion") == "v2",
+                     "the service on the better candidate")
+    harness.wait_for(lambda: any(v == "v2" for _, v in results[-20:]), "answers from it")
+    stop.set()
+    for t in threads:
+        t.join()
+    choice = harness.status(name, JIS)["selection"]["edge"]
+    assert choice["model"] == "cand-strong" and "best of 2" in choice["reason"], choice
+    assert [r for r in results if r[0] != 200] == []
+    assert {v for _, v in results} == {"v1", "v2"}

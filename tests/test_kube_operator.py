@@ -200,17 +200,29 @@ def test_user_commands_from_the_issue(kube: KubeAPIServer, operator: OperatorPro
     applied = kube.kubectl_ok("apply", "-f", str(EXAMPLE / "k8s") + "/")
     assert "inferencemodel.jointserve.io/digits-edge created" in applied
     assert "jointinferenceservice.jointserve.io/digits created" in applied
-    for kind, name in (("im", "digits-edge"), ("im", "digits-cloud"), ("jis", "digits")):
+    assert "dataset.jointserve.io/digits-test created" in applied
+    for kind, name in (("im", "digits-edge"), ("im", "digits-cloud"), ("jis", "digits"),
+                       ("dset", "digits-test")):
         wait_for(lambda: ready(kube, kind, name), f"{kind} {name} Ready", operator)
+    # Each model's target version evaluated on the test split (spec.evaluation).
+    for name in ("digits-edge", "digits-cloud"):
+        wait_for(lambda: condition(get(kube, "im", name), "Evaluated").get("status") == "True",
+                 f"{name} evaluated", operator)
 
     table = kube.kubectl_ok("get", "inferencemodels")
     print(f"\n$ kubectl get inferencemodels\n{table}")
     lines = table.splitlines()
     assert lines[0].split() == ["NAME", "MODEL", "LAYER", "TARGET", "VERSION", "READY", "REASON",
-                                "URL", "AGE"]
+                                "ACCURACY", "F1", "URL", "AGE"]
     edge_row = next(line.split() for line in lines if line.startswith("digits-edge "))
     url = f"http://127.0.0.1:{operator.serve_port}"
-    assert edge_row[1:8] == ["digits-edge", "edge", "v1", "v1", "True", "Serving", url]
+    assert edge_row[1:7] == ["digits-edge", "edge", "v1", "v1", "True", "Serving"]
+    assert float(edge_row[7]) == pytest.approx(0.9467, abs=5e-4)  # edge v1 on the test split
+    assert 0.9 < float(edge_row[8]) < 1.0 and edge_row[9] == url
+    datasets = kube.kubectl_ok("get", "dset")
+    print(f"\n$ kubectl get dset\n{datasets}")
+    row = next(line.split() for line in datasets.splitlines() if line.startswith("digits-test "))
+    assert row[1:6] == ["csv", "450", "10", "True", "Counted"]
     assert kube.kubectl_ok("get", "im", "digits-edge", "-o", "jsonpath={.status.url}") == url
     edge = get(kube, "im", "digits-edge")
     assert edge["metadata"]["finalizers"] == [FINALIZER]

@@ -24,8 +24,18 @@ from ._dataset import (
     DatasetSpec,
     DatasetStatus,
     NpzOptions,
+    TxtOptions,
 )
 from ._errors import ResourceError, describe_errors
+from ._evaluation import (
+    MAX_CONFUSION_CLASSES,
+    MAX_METRICS,
+    ConfusionMatrix,
+    Evaluation,
+    ModelMetrics,
+    metric_value,
+    with_metrics,
+)
 from ._inference_model import (
     InferenceModel,
     InferenceModelSpec,
@@ -42,6 +52,14 @@ from ._joint_service import (
     ServiceCounters,
 )
 from ._parse import KINDS, Resource, load_file, parse_resource
+from ._selection import (
+    MetricName,
+    ModelChoice,
+    ModelSelector,
+    RankBy,
+    Selection,
+    TensorSignature,
+)
 from ._steps import ImageDecode, Nms, Normalize, PostStep, PreStep, Softmax, TopK
 from ._vocabulary import ConditionType, Reason, ResourceKey, resource_key
 
@@ -52,6 +70,13 @@ __all__ = [
     "DATASET_FORMATS",
     "KINDS",
     "CloudModelRef",
+    "ConfusionMatrix",
+    "Evaluation",
+    "MAX_CONFUSION_CLASSES",
+    "MAX_METRICS",
+    "ModelMetrics",
+    "metric_value",
+    "with_metrics",
     "Condition",
     "ConditionType",
     "CsvOptions",
@@ -69,7 +94,13 @@ __all__ = [
     "Layer",
     "ModelFile",
     "ModelInfo",
+    "MetricName",
+    "ModelChoice",
+    "ModelSelector",
     "Nms",
+    "RankBy",
+    "Selection",
+    "TensorSignature",
     "NpzOptions",
     "Normalize",
     "ObjectMeta",
@@ -82,6 +113,7 @@ __all__ = [
     "ServiceCounters",
     "Softmax",
     "TopK",
+    "TxtOptions",
     "crd_for",
     "describe_errors",
     "get_condition",

@@ -83,6 +83,16 @@ class NpzOptions(Strict):
 
     # The array holding each sample's class; when the file has no such array, no classes.
     labelsArray: Annotated[str, Field(min_length=1, max_length=253)] = "y"
+    # The array holding the model inputs (for evaluation; counting does not need it).
+    featuresArray: Annotated[str, Field(min_length=1, max_length=253)] = "X"
+
+
+class TxtOptions(Strict):
+    """How to read a txt image list: `path label` lines, paths relative to a base URL."""
+
+    # Where the images are: `<baseURL>/<path>`; default: the directory of spec.url. No path
+    # of the index may leave it (TxtPathEscapes).
+    baseURL: Annotated[str, Field(pattern=URL_PATTERN, max_length=2048)] | None = None
 
 
 class DatasetSpec(Strict):
@@ -93,6 +103,8 @@ class DatasetSpec(Strict):
          "message": "csv options are for format csv"},
         {"rule": "!has(self.npz) || self.format == 'npz'",
          "message": "npz options are for format npz"},
+        {"rule": "!has(self.txt) || self.format == 'txt'",
+         "message": "txt options are for format txt"},
     ]
 
     url: Annotated[str, Field(pattern=URL_PATTERN, max_length=2048)]
@@ -102,6 +114,7 @@ class DatasetSpec(Strict):
     format: DatasetFormat
     csv: CsvOptions | None = None
     npz: NpzOptions | None = None
+    txt: TxtOptions | None = None
     # Where the data lives (the nodes that hold or should hold a copy). Recorded only: nothing
     # places work by it yet; the operator fetches the data itself to count it.
     nodeSelector: dict[str, str] = Field(default_factory=dict)
@@ -109,11 +122,17 @@ class DatasetSpec(Strict):
     @model_validator(mode="after")
     def _options_match_format(self) -> "DatasetSpec":
         self.sha256sum = self.sha256sum.lower()  # one canonical form, as InferenceModel's
-        for name in ("csv", "npz"):
+        for name in ("csv", "npz", "txt"):
             if getattr(self, name) is not None and self.format != name:
                 raise ValueError(f"{name}: options are for format {name} (format is "
                                  f"{self.format})")
         return self
+
+    def images_base(self) -> str:
+        """txt: the URL the index's image paths are relative to, ending in "/"."""
+        base = (self.txt.baseURL if self.txt and self.txt.baseURL else None) \
+            or self.url.rsplit("/", 1)[0]
+        return base if base.endswith("/") else base + "/"
 
 
 class DatasetStatus(Strict):

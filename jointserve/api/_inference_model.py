@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ._common import API_VERSION, Autoscaling, Condition, ObjectMeta, Strict
+from ._evaluation import MAX_METRICS, Evaluation, ModelMetrics
 from ._vocabulary import ConditionType
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
@@ -114,6 +115,8 @@ class InferenceModelSpec(Strict):
     # Replicas that follow the load; replicas then only says 0 (none) or not.
     autoscaling: Autoscaling | None = None
     metadata: ModelInfo | None = None
+    # Evaluate the target version over a Dataset; the results go into status.metrics.
+    evaluation: Evaluation | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -179,10 +182,13 @@ class InferenceModelStatus(Strict):
     activeVersion: str | None = None
     observedGeneration: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
+    # Evaluations of spec.evaluation, newest first: one per (version, dataset sha256).
+    metrics: list[ModelMetrics] = Field(default_factory=list, max_length=MAX_METRICS)
 
 
 # The Ready condition in a printer column's JSONPath.
 _READY = f'.status.conditions[?(@.type=="{ConditionType.READY}")]'
+_EVALUATED = f'.status.conditions[?(@.type=="{ConditionType.EVALUATED}")]'
 
 
 class InferenceModel(Strict):
@@ -201,9 +207,13 @@ class InferenceModel(Strict):
         {"name": "READY", "type": "string", "jsonPath": _READY + ".status"},
         # Why a model is not Ready (or not on its target) without `kubectl describe`.
         {"name": "REASON", "type": "string", "jsonPath": _READY + ".reason"},
+        # The newest evaluation (of the target version once it is evaluated).
+        {"name": "ACCURACY", "type": "number", "jsonPath": ".status.metrics[0].accuracy"},
+        {"name": "F1", "type": "number", "jsonPath": ".status.metrics[0].macroF1"},
         {"name": "URL", "type": "string", "jsonPath": ".status.url"},
         {"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "MESSAGE", "type": "string", "priority": 1, "jsonPath": _READY + ".message"},
+        {"name": "EVALUATION", "type": "string", "priority": 1, "jsonPath": _EVALUATED + ".message"},
     ]
 
     apiVersion: Literal["jointserve.io/v1alpha1"] = API_VERSION

@@ -16,7 +16,9 @@ from pydantic import Field, field_validator, model_validator
 from jointserve.routing import POLICIES, build_policy
 
 from ._common import API_VERSION, Autoscaling, Condition, DnsName, ObjectMeta, Strict
+from ._evaluation import MAX_METRICS, Evaluation, ModelMetrics
 from ._inference_model import MODEL_NAME_PATTERN
+from ._selection import ModelSelector, RankBy, SelectableRef, Selection
 from ._steps import PostStep, PreStep
 from ._vocabulary import ConditionType
 
@@ -24,13 +26,12 @@ Transport = Literal["handle", "http"]
 HTTP_URL_PATTERN = r"^https?://[^/\s]+(/[^\s]*)?$"
 
 
-class EdgeModelRef(Strict):
-    """The edge model: an InferenceModel (deployToLayer edge or cloud) in the same namespace.
+class EdgeModelRef(SelectableRef):
+    """The edge model: an InferenceModel (deployToLayer edge or cloud) in the same namespace,
+    by name or chosen by a selector (jointserve.api._selection).
 
     Its verified target version runs inside the gateway replica, so easy inputs cost no hop.
     """
-
-    name: DnsName
 
 
 class CloudModelRef(Strict):
@@ -38,14 +39,20 @@ class CloudModelRef(Strict):
 
     `name` alone: the InferenceModel's replicas, called at their own listeners (the value
     `handle` of `transport` keeps the name of the DeploymentHandle this once was).
+    `selector` (+ `rankBy`): the InferenceModel chosen by what it is, called the same way.
     `name` + `transport: http`: over HTTP to that InferenceModel's status url.
     `url` + `modelName`: over HTTP to a remote OIP v2 server, e.g. across a WAN.
     """
 
     CEL_RULES: ClassVar[list[dict[str, str]]] = [
         {
-            "rule": "has(self.name) != has(self.url)",
-            "message": "set exactly one of cloudModel.name (an InferenceModel) or cloudModel.url",
+            "rule": "[has(self.name), has(self.url), has(self.selector)].filter(x, x).size() == 1",
+            "message": "set exactly one of cloudModel.name (an InferenceModel), cloudModel.selector "
+                       "or cloudModel.url",
+        },
+        {
+            "rule": "!has(self.rankBy) || has(self.selector)",
+            "message": "cloudModel.rankBy ranks the models a selector matches; it needs selector",
         },
         {
             "rule": "!has(self.url) || has(self.modelName)",
@@ -58,14 +65,19 @@ class CloudModelRef(Strict):
     ]
 
     name: DnsName | None = None
+    selector: ModelSelector | None = None
+    rankBy: RankBy | None = None
     url: Annotated[str, Field(pattern=HTTP_URL_PATTERN, max_length=2048)] | None = None
     modelName: Annotated[str, Field(pattern=MODEL_NAME_PATTERN, max_length=63)] | None = None
     transport: Transport | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> "CloudModelRef":
-        if (self.name is None) == (self.url is None):
-            raise ValueError("name: set exactly one of cloudModel.name (an InferenceModel) or cloudModel.url")
+        if sum(v is not None for v in (self.name, self.selector, self.url)) != 1:
+            raise ValueError("name: set exactly one of cloudModel.name (an InferenceModel), "
+                             "cloudModel.selector or cloudModel.url")
+        if self.rankBy is not None and self.selector is None:
+            raise ValueError("rankBy: ranks the models a selector matches; it needs selector")
         if self.url is not None and self.modelName is None:
             raise ValueError("modelName: cloudModel.url needs cloudModel.modelName (the model's name at that url)")
         if self.url is not None and self.transport == "handle":
@@ -135,6 +147,8 @@ class JointInferenceServiceSpec(Strict):
     # Gateway replicas that follow the load; replicas then only says 0 (none) or not.
     autoscaling: Autoscaling | None = None
     nodeSelector: dict[str, str] = Field(default_factory=dict)
+    # Evaluate the joint model (edge, policy, cloud) over a Dataset: status.metrics.
+    evaluation: Evaluation | None = None
 
     @field_validator("hardExampleMining", mode="before")
     @classmethod
@@ -166,6 +180,10 @@ class JointInferenceServiceStatus(ServiceCounters):
     edgeVersion: str | None = None
     cloudVersion: str | None = None
     uploadCloudRatio: float = 0.0  # hardExampleNumber / inferenceNumber, as Sedna reports it
+    # Evaluations of spec.evaluation, newest first: one per (edge version, dataset sha256).
+    metrics: list[ModelMetrics] = Field(default_factory=list, max_length=MAX_METRICS)
+    # The models chosen for the tiers that have a selector, and why.
+    selection: Selection | None = None
 
 
 # The Ready condition in a printer column's JSONPath.
@@ -186,9 +204,18 @@ class JointInferenceService(Strict):
         {"name": "REASON", "type": "string", "jsonPath": _READY + ".reason"},
         {"name": "INFERENCES", "type": "integer", "jsonPath": ".status.inferenceNumber"},
         {"name": "HARD", "type": "integer", "jsonPath": ".status.hardExampleNumber"},
+        {"name": "ACCURACY", "type": "number", "jsonPath": ".status.metrics[0].accuracy"},
+        {"name": "CLOUD%", "type": "number", "priority": 1,
+         "jsonPath": ".status.metrics[0].cloudRatio"},
+        {"name": "PGR", "type": "number", "priority": 1, "jsonPath": ".status.metrics[0].pgr"},
         {"name": "URL", "type": "string", "jsonPath": ".status.url"},
         {"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "MESSAGE", "type": "string", "priority": 1, "jsonPath": _READY + ".message"},
+        # The models chosen by selectors (empty for tiers named in the spec).
+        {"name": "EDGE-CHOSEN", "type": "string", "priority": 1,
+         "jsonPath": ".status.selection.edge.model"},
+        {"name": "CLOUD-CHOSEN", "type": "string", "priority": 1,
+         "jsonPath": ".status.selection.cloud.model"},
     ]
 
     apiVersion: Literal["jointserve.io/v1alpha1"] = API_VERSION

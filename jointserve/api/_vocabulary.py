@@ -28,6 +28,7 @@ class ConditionType(StrEnum):
     ARTIFACT_VERIFIED = "ArtifactVerified"
     PROGRESSING = "Progressing"
     CLOUD_MODEL_READY = "CloudModelReady"  # JointInferenceService
+    EVALUATED = "Evaluated"  # spec.evaluation
 
 
 class Reason(StrEnum):
@@ -61,6 +62,15 @@ class Reason(StrEnum):
     CLOUD_MODEL_NOT_FOUND = "CloudModelNotFound"
     CLOUD_MODEL_NOT_READY = "CloudModelNotReady"
     CLOUD_MODEL_DELETING = "CloudModelDeleting"
+    NO_MODEL_SELECTED = "NoModelSelected"  # a selector chose no model (yet)
     # Dataset Ready
     COUNTED = "Counted"
     COUNT_FAILED = "CountFailed"  # the counter itself failed (a bug); see the operator's log
+    # Evaluated
+    EVALUATED = "Evaluated"
+    EVALUATING = "Evaluating"
+    DATASET_NOT_FOUND = "DatasetNotFound"
+    DATASET_NOT_READY = "DatasetNotReady"
+    INPUTS_REJECTED = "InputsRejected"  # the model does not take the dataset's samples
+    EVALUATION_FAILED = "EvaluationFailed"  # the evaluator itself failed; see the log
+    NOT_EVALUABLE = "NotEvaluable"  # nothing verified to evaluate (image model, no version)

@@ -8,14 +8,25 @@ DatasetFormatError into a status condition (`reason` and the message naming file
 """
 
 from ._count import SUPPORTED_FORMATS, count_dataset
+from ._csv import CsvTable, read_csv_table
 from ._errors import DatasetFormatError, DatasetReason
 from ._stats import CountOptions, DatasetStats
+from ._txt import TxtSample, image_url, read_txt_list
+from ._voc import VocImage, VocObject, read_voc
 
 __all__ = [
     "SUPPORTED_FORMATS",
     "CountOptions",
+    "CsvTable",
     "DatasetFormatError",
     "DatasetReason",
     "DatasetStats",
+    "TxtSample",
+    "VocImage",
+    "VocObject",
     "count_dataset",
+    "image_url",
+    "read_csv_table",
+    "read_txt_list",
+    "read_voc",
 ]

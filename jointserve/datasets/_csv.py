@@ -70,6 +70,41 @@ def count_csv(path: Path, options: CountOptions) -> DatasetStats:
     )
 
 
+@dataclass(frozen=True)
+class CsvTable:
+    """The samples of a csv file as read by the counting rules, for the evaluator.
+
+    `columns` are the header's names (without a header: "0", "1", ...); `label` is the label
+    column's index (None without one); `records` are the sample records, each with the line
+    it starts on, all of the header's width.
+    """
+
+    columns: list[str]
+    label: int | None
+    records: list[Record]
+
+
+def read_csv_table(path: Path, options: CountOptions) -> CsvTable:
+    """Read every sample record of `path`, by exactly the rules `count_csv` counts them with."""
+    file = path.name
+    with path.open("rb") as f:
+        lines = decoded_lines(f, file, "CsvMalformed")
+        records = _records(csv.reader(lines, delimiter=options.delimiter, strict=True), file)
+        first = next(records, None)
+        if first is None:
+            _empty(file, options)
+            return CsvTable([], None, [])
+        if options.header:
+            shape, columns = _header_shape(first, options.label_column, file), list(first[1])
+        else:
+            shape = _first_record_shape(first, options.label_column, file)
+            columns = [str(i) for i in range(len(first[1]))]
+            records = itertools.chain([first], records)
+        rows = list(records)
+        _count_records(rows, shape, file)  # the same checks: width, empty labels
+    return CsvTable(columns, shape.label, rows)
+
+
 class _Reader(Protocol):
     """What csv.reader returns (its class is private)."""
 

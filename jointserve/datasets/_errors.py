@@ -13,6 +13,7 @@ from typing import Literal, get_args
 DatasetReason = Literal[
     "CsvMalformed",
     "TxtMalformed",
+    "TxtPathEscapes",
     "VocMalformed",
     "NpzMalformed",
     "UnsupportedFormat",
@@ -27,7 +28,8 @@ class DatasetFormatError(Exception):
 
     `reason` is a Kubernetes-style CamelCase reason: CsvMalformed, TxtMalformed, VocMalformed,
     NpzMalformed (the content breaks the format's rules, including text that is not UTF-8 and a
-    corrupt archive), UnsupportedFormat (an unknown format name, or a VOC path that is neither
+    corrupt archive), TxtPathEscapes (an image path of a txt list that would leave the
+    images' base), UnsupportedFormat (an unknown format name, or a VOC path that is neither
     a directory nor a tar, tar.gz or zip archive), UnsafeArchive (an archive member with an
     absolute or '..' path, a link, a device, a duplicate name, or past the member caps) and
     DatasetUnreadable (the file is missing or cannot be read).

@@ -42,10 +42,55 @@ Box = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
 
 @dataclass(frozen=True)
 class Annotation:
-    """What one annotation file says, as far as counting goes."""
+    """What one annotation file says."""
 
     objects: tuple[str, ...]  # the class of each object
     boxes_out_of_bounds: int
+    boxes: tuple[Box, ...] = ()  # each object's box, as written
+    difficult: tuple[bool, ...] = ()  # each object's <difficult>1</difficult>
+    filename: str = ""  # <filename>: the image in JPEGImages/
+
+
+@dataclass(frozen=True)
+class VocObject:
+    name: str
+    box: Box
+    difficult: bool
+
+
+@dataclass(frozen=True)
+class VocImage:
+    """One sample of a VOC dataset, for evaluation: its annotation and its image."""
+
+    annotation: str  # the annotation file, relative to the dataset
+    filename: str
+    image: bytes | None  # JPEGImages/<filename>, None when the dataset does not hold it
+    objects: tuple[VocObject, ...]
+
+
+def read_voc(path: Path) -> list[VocImage]:
+    """Every annotation of the VOC directory or archive `path` with its image, by the rules
+    `count_voc` counts them with, sorted by annotation file."""
+    roots: dict[str, _Root] = {}
+    annotations: dict[str, list[tuple[str, Annotation]]] = {}
+    images: dict[str, dict[str, bytes]] = {}
+    for entry in walk(path, "VocMalformed"):
+        parts = entry.path.split("/")
+        if parts[0] == "__MACOSX" or any(part.startswith(".") for part in parts) or entry.is_dir:
+            _take(entry, roots)
+            continue
+        folder, top = (parts[-2] if len(parts) >= 2 else ""), "/".join(parts[:-2])
+        if folder == "Annotations" and parts[-1].lower().endswith(".xml"):
+            roots.setdefault(top, _Root()).has_annotations = True
+            annotations.setdefault(top, []).append((entry.path, parse_annotation(entry.read(), entry.path)))
+        elif folder == "JPEGImages":
+            images.setdefault(top, {})[parts[-1]] = entry.read()
+    chosen = _the_root(roots, path.name)  # exactly one Annotations/, as counting requires
+    root = next(p for p, r in roots.items() if r is chosen)
+    held = images.get(root, {})
+    return [VocImage(file, a.filename, held.get(a.filename),
+                     tuple(VocObject(n, b, d) for n, b, d in zip(a.objects, a.boxes, a.difficult)))
+            for file, a in sorted(annotations.get(root, []))]
 
 
 @dataclass
@@ -133,6 +178,8 @@ def parse_annotation(data: bytes, file: str) -> Annotation:
     size = _child(root, "size", file, lines)
     width, height = (_number(size, tag, file, lines) for tag in ("width", "height"))
     names: list[str] = []
+    boxes: list[Box] = []
+    difficult: list[bool] = []
     out_of_bounds = 0
     for obj in root.findall("object"):  # children only: <part>s are not objects
         name = (obj.findtext("name") or "").strip()
@@ -140,9 +187,12 @@ def parse_annotation(data: bytes, file: str) -> Annotation:
             raise _malformed(file, lines[obj], "an <object> has no <name>")
         box = _box(_child(obj, "bndbox", file, lines), file, lines)
         names.append(name)
+        boxes.append(box)
+        difficult.append((obj.findtext("difficult") or "0").strip() == "1")
         if _is_out_of_bounds(box, width, height):
             out_of_bounds += 1
-    return Annotation(tuple(names), out_of_bounds)
+    filename = (root.findtext("filename") or "").strip()
+    return Annotation(tuple(names), out_of_bounds, tuple(boxes), tuple(difficult), filename)
 
 
 def _parse_xml(data: bytes, file: str) -> tuple[ET.Element, Lines]:

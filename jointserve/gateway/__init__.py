@@ -3,15 +3,18 @@
     JointGateway / build_joint_app   the gateway deployment of one JointInferenceService
 """
 
+from ._breaker import CircuitBreaker
 from ._cloud import CloudAnswer, CloudCallError, HttpCloud, ListenerUrls, NoCloud
 from ._deployment import JointGateway
 from ._deployment import build_app as build_joint_app
-from ._joint import JointModel, Outcome
+from ._joint import CloudSettings, JointModel, Outcome
 from ._metrics import Counters
 
 __all__ = [
+    "CircuitBreaker",
     "CloudAnswer",
     "CloudCallError",
+    "CloudSettings",
     "Counters",
     "HttpCloud",
     "JointGateway",

@@ -8,6 +8,7 @@ only there, so embedded mode never loads the Kubernetes client).
 """
 
 from ._directory import DirectorySource, Snapshot
+from ._evaluations import evaluate_once
 from ._operator import DirectoryOperator
 from ._ray import AppState, ServeBackend, connect_ray, start_local_ray
 from ._reconcile import Backend, Reconciler, Verification
@@ -29,5 +30,6 @@ __all__ = [
     "Verification",
     "build_serve_config",
     "connect_ray",
+    "evaluate_once",
     "start_local_ray",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from jointserve.api import (
@@ -31,21 +31,35 @@ from jointserve.api import (
     InferenceModelStatus,
     JointInferenceService,
     JointInferenceServiceStatus,
+    Evaluation,
+    ModelChoice,
     ModelFile,
     Reason,
     Resource,
     ResourceKey,
+    Selection,
     get_condition,
     set_condition,
 )
-from jointserve.contract import BatchLimits, app_name
+from jointserve.contract import BatchLimits, CloudTarget, app_name
 from jointserve.protocol import LoadedModel
 from jointserve.store import ArtifactError, ArtifactStore, ProgressCallback, redact_url
 
 from ._datasets import DatasetCounter, dataset_status
-from ._joint import JointPlan, plan_service, service_status
+from ._evaluations import (
+    EvaluationState,
+    Evaluator,
+    dataset_file,
+    evaluated,
+    known,
+    model_job,
+    not_evaluable,
+    service_job,
+)
+from ._joint import CloudResolution, JointPlan, Problem, plan_service, service_status
 from ._ray import AppState
 from ._retry import settled, with_backoff
+from ._selection import Candidate, choose
 from ._serve_config import ModelApp, ServeSettings, build_serve_config
 from ._status_store import StatusRecords
 
@@ -95,6 +109,10 @@ class Verification:
     message: str
     retry_at: float | None = None  # monotonic time of the next attempt; None = never
     attempts: int = 1
+    # What the loaded model said of itself, for model selectors: its metadata (task,
+    # labels) and its inputs as (name, datatype, shape).
+    info: Mapping[str, Any] = field(default_factory=dict)
+    inputs: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +165,12 @@ class Reconciler:
         self._wanted = wanted
         self._verified: dict[tuple[str, str, str, str], Verification] = {}
         self._datasets = DatasetCounter(store, progress, events)
+        self._evaluator = Evaluator()
+        # This pass's selections: each service with its selectors resolved, and the
+        # evaluations they need ({model key: dataset names}).
+        self._resolved: dict[ResourceKey, tuple[JointInferenceService, dict[str, ModelChoice]]] = {}
+        self._wanted_evaluations: dict[ResourceKey, set[str]] = {}
+        self._evaluating: set[Any] = set()  # this pass's evaluation jobs, by identity
         self._deployed: dict[ResourceKey, ModelApp] = {}  # last handed to Serve
         self._serving: dict[ResourceKey, ModelApp] = {}  # last seen RUNNING in Serve
         self._applied: dict | None = None
@@ -198,29 +222,40 @@ class Reconciler:
             if plan.app is not None and getattr(states.get(plan.app.app_name), "status", "") == "RUNNING":
                 self._serving[key] = plan.app
         out: dict[ResourceKey, Status] = {}
+        # After Serve has its config: a large download or count delays no model's rollout.
+        # Before the models' statuses: their evaluations read the datasets' files.
+        datasets = {k: r for k, r in sorted(resources.items()) if isinstance(r, Dataset)}
+        for key, dataset in datasets.items():
+            status = dataset_status(dataset, self._datasets.count(key, dataset),
+                                    self._saved(key, DatasetStatus))
+            out[key] = self._save(key, dataset, status)
+        dataset_statuses = {k: s for k, s in out.items() if isinstance(s, DatasetStatus)}
+        self._evaluating = set()
         for key, model in models.items():
             conflict = plans[key].verification.reason == Reason.MODEL_NAME_CONFLICT
             if model.spec.image and self._images is not None and not conflict:
                 status = self._image_status(key, model)
             else:
                 status = self._status(key, model, plans[key], states, steady)
-            out[key] = self._save(key, model, status)
+            state = self._model_evaluation(key, model, plans[key], resources, dataset_statuses)
+            out[key] = self._save(key, model, self._with_evaluation(key, status, state, model))
         counters = self.backend.service_counters() if services else {}
         for key, service in services.items():
             plan = joint_plans[key]
+            resolved, choices = self._resolved.get(key, (service, {}))
             state = states.get(plan.app.app_name) if plan.app else None
-            status = service_status(service, plan, self._saved(key, JointInferenceServiceStatus),
+            status = service_status(resolved, plan, self._saved(key, JointInferenceServiceStatus),
                                     state, app_name(key) in self._seen_running,
                                     counters.get(app_name(key)), self.public_url,
                                     steady=app_name(key) in steady)
-            out[key] = self._save(key, service, status)
+            if choices:
+                status = status.model_copy(update={"selection": Selection(**choices)})
+            evaluation = self._service_evaluation(key, resolved, plan, plans, resources,
+                                                  dataset_statuses)
+            out[key] = self._save(key, service,
+                                  self._with_evaluation(key, status, evaluation, service))
         self._seen_running |= {name for name, state in states.items() if state.status == "RUNNING"}
-        # After Serve has its config: a large download or count delays no model's rollout.
-        datasets = {k: r for k, r in sorted(resources.items()) if isinstance(r, Dataset)}
-        for key, dataset in datasets.items():
-            status = dataset_status(dataset, self._datasets.count(key, dataset),
-                                    self._saved(key, DatasetStatus))
-            out[key] = self._save(key, dataset, status)
+        self._evaluator.forget(self._evaluating)
         for key in set(self._records) - set(models) - set(services) - set(datasets):
             self.statuses.delete(key)
             del self._records[key]
@@ -235,12 +270,49 @@ class Reconciler:
         # /v2/models/<name> belongs to InferenceModels first, then to services by key order.
         taken = {model.spec.modelName for model in models.values()}
         verified = {key: plan.verified for key, plan in plans.items()}
+        self._wanted_evaluations = {}
+        self._resolved = {}
         out = {}
         for key, service in services.items():
-            out[key] = plan_service(key, service, models, verified, app_name(key),
-                                    self.public_url, set(taken), deleting)
+            resolved, choices = self._select_models(key, service, models, plans)
+            plan = plan_service(key, resolved, models, verified, app_name(key),
+                                self.public_url, set(taken), deleting)
+            out[key] = _unselected(plan, choices)
+            self._resolved[key] = (resolved, choices)
             taken.add(key[2])
         return out
+
+    def _select_models(self, key: ResourceKey, service: JointInferenceService,
+                       models: Mapping[ResourceKey, InferenceModel],
+                       plans: Mapping[ResourceKey, Plan]
+                       ) -> tuple[JointInferenceService, dict[str, ModelChoice]]:
+        """`service` with each selector replaced by the name of the model it chooses (None:
+        none yet), and the choices; the evaluations the choices need are noted in
+        `_wanted_evaluations` for this pass's model statuses."""
+        spec = service.spec
+        refs = {"edge": spec.edgeModel, "cloud": spec.cloudModel}
+        if all(ref.selector is None for ref in refs.values()):
+            return service, {}
+        candidates = [_candidate(k, m, plans[k]) for k, m in models.items()
+                      if k[1] == key[1] and plans[k].verified is not None]
+        previous = self._saved(key, JointInferenceServiceStatus).selection
+        choices: dict[str, ModelChoice] = {}
+        updates: dict[str, Any] = {}
+        for role, ref in refs.items():
+            if ref.selector is None:
+                continue
+            sha256 = (self._saved((Dataset.KIND, key[1], ref.rankBy.dataset), DatasetStatus).sha256
+                      if ref.rankBy else None)
+            chosen = choose(ref.selector, ref.rankBy, candidates,
+                            lambda k: self._saved(k, InferenceModelStatus).metrics, sha256,
+                            getattr(previous, role, None) if previous else None)
+            for model_key, datasets in chosen.wanted.items():
+                self._wanted_evaluations.setdefault(model_key, set()).update(datasets)
+            choices[role] = chosen.choice
+            updates[f"{role}Model"] = ref.model_copy(
+                update={"name": chosen.choice.model, "selector": None, "rankBy": None})
+        resolved = service.model_copy(update={"spec": spec.model_copy(update=updates)})
+        return resolved, choices
 
     def _save(self, key: ResourceKey, resource: Resource, status: Status) -> Status:
         record = _record(resource, status)
@@ -275,6 +347,78 @@ class Reconciler:
 
     def _saved_status(self, key: ResourceKey) -> InferenceModelStatus:
         return self._saved(key, InferenceModelStatus)
+
+    def close(self) -> None:
+        """Stop the evaluation worker (a running evaluation is abandoned)."""
+        self._evaluator.close()
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    def _model_evaluation(self, key: ResourceKey, model: InferenceModel, plan: Plan,
+                          resources: Mapping[ResourceKey, Resource],
+                          datasets: Mapping[ResourceKey, DatasetStatus]) -> list[EvaluationState]:
+        """The states of the model's evaluations: spec.evaluation's, then those selectors
+        ranking it asked for (on other datasets)."""
+        wanted = [model.spec.evaluation] if model.spec.evaluation else []
+        asked = self._wanted_evaluations.get(key, set()) - {e.dataset for e in wanted}
+        wanted += [Evaluation(dataset=name) for name in sorted(asked)]
+        if not wanted:
+            return []
+        if model.spec.image:
+            return [not_evaluable(Reason.NOT_EVALUABLE, "spec.image models are evaluated by "
+                                  "their own server; the operator evaluates manifest versions")]
+        if plan.verified is None:
+            return [not_evaluable(Reason.NOT_EVALUABLE, "no verified version to evaluate yet: "
+                                  f"{plan.verification.message}")]
+        saved = self._saved_status(key).metrics
+        states = []
+        for evaluation in wanted:
+            data = dataset_file(self.store, key[1], evaluation, resources, datasets)
+            if data.problem is not None:
+                states.append(not_evaluable(*data.problem))
+                continue
+            target = model.model_copy(update={"spec": model.spec.model_copy(
+                update={"evaluation": evaluation})})
+            job, metrics_key = model_job(self.store, key, target, plan.verified, data)
+            states.append(self._run(job, metrics_key, saved))
+        return states
+
+    def _service_evaluation(self, key: ResourceKey, service: JointInferenceService,
+                            plan: JointPlan, plans: Mapping[ResourceKey, Plan],
+                            resources: Mapping[ResourceKey, Resource],
+                            datasets: Mapping[ResourceKey, DatasetStatus]) -> list[EvaluationState]:
+        """`service` has its selectors resolved (the models they chose by name)."""
+        spec = service.spec
+        if spec.evaluation is None:
+            return []
+        if spec.cloudModel.url is not None:
+            return [not_evaluable(Reason.NOT_EVALUABLE, "cloudModel.url: the operator evaluates "
+                                  "the models it verified; a remote cloud is not evaluated")]
+        cloud_plan = plans.get((InferenceModel.KIND, key[1], spec.cloudModel.name or ""))
+        cloud = cloud_plan.verified if cloud_plan is not None else None
+        if plan.app is None or cloud is None:
+            return [not_evaluable(Reason.NOT_EVALUABLE, "the edge and cloud models need verified "
+                                  "versions before the service can be evaluated")]
+        data = dataset_file(self.store, key[1], spec.evaluation, resources, datasets)
+        if data.problem is not None:
+            return [not_evaluable(*data.problem)]
+        job, metrics_key = service_job(self.store, key, service, plan.app.edge, cloud, data)
+        return [self._run(job, metrics_key, self._saved(key, JointInferenceServiceStatus).metrics)]
+
+    def _run(self, job: Any, metrics_key: tuple[str, str, str, str],
+             saved: list[Any]) -> EvaluationState:
+        done = known(saved, metrics_key)
+        if done is not None:
+            return done
+        self._evaluating.add(job.identity)
+        return self._evaluator.state(job)
+
+    def _with_evaluation(self, key: ResourceKey, status: S, states: list[EvaluationState],
+                         resource: InferenceModel | JointInferenceService) -> S:
+        saved = self._saved(key, type(status)).metrics  # type: ignore[attr-defined]
+        conditions, metrics = evaluated(status.conditions, saved, states,
+                                        resource.metadata.generation)
+        return status.model_copy(update={"conditions": conditions, "metrics": metrics})
 
     # -- planning -----------------------------------------------------------------------
 
@@ -356,13 +500,15 @@ class Reconciler:
             log.error("%s: %s", label, exc)
             return Verification(False, exc.reason, str(exc))
         try:
-            LoadedModel.load(model_name, entry.version, fetched.path)
+            loaded = LoadedModel.load(model_name, entry.version, fetched.path)
         except Exception as exc:  # noqa: BLE001 - any load failure means "do not serve this"
             log.error("%s: archive verified but the model does not load: %s", label, exc)
             return Verification(False, Reason.MODEL_INVALID, f"model in {entry.downloadURL} does not load: {exc}")
         # The same words whether it was downloaded now or found in the store: this result is
         # remembered and shown again whenever the spec comes back to this version.
-        return Verification(True, Reason.VERIFIED, f"{entry.version}: sha256 matches, model loads")
+        inputs = tuple((s.name, s.datatype, tuple(s.shape)) for s in loaded.model.inputs)
+        return Verification(True, Reason.VERIFIED, f"{entry.version}: sha256 matches, model loads",
+                            info=dict(loaded.info), inputs=inputs)
 
     def _cancellable(self, model_name: str, label: str) -> ProgressCallback:
         """The progress callback, which also gives up once `model_name` is no longer wanted."""
@@ -501,6 +647,26 @@ def _refuse_duplicate_model_names(models: Mapping[ResourceKey, InferenceModel],
         else:
             owner[name] = key
     return out
+
+
+def _candidate(key: ResourceKey, model: InferenceModel, plan: Plan) -> Candidate:
+    assert plan.verified is not None
+    given = model.spec.metadata.model_dump(exclude_none=True) if model.spec.metadata else {}
+    return Candidate(key, model, plan.verified.version, {**plan.verification.info, **given},
+                     plan.verification.inputs)
+
+
+def _unselected(plan: JointPlan, choices: Mapping[str, ModelChoice]) -> JointPlan:
+    """`plan` with the tiers whose selector chose nothing saying so."""
+    edge, cloud = choices.get("edge"), choices.get("cloud")
+    if cloud is not None and cloud.model is None:
+        why = f"cloudModel.selector: {cloud.reason}"
+        app = replace(plan.app, cloud=CloudTarget(transport="none", why=why)) if plan.app else None
+        plan = replace(plan, app=app, cloud=CloudResolution(Reason.NO_MODEL_SELECTED, why))
+    if edge is not None and edge.model is None:
+        plan = replace(plan, app=None, problem=Problem(Reason.NO_MODEL_SELECTED,
+                                                       f"edgeModel.selector: {edge.reason}"))
+    return plan
 
 
 def _batching(model: InferenceModel) -> BatchLimits:
