@@ -94,7 +94,7 @@ def test_valid_inference_model_is_listed_with_printer_columns(kube: KubeAPIServe
 
     header, *rows = kube.kubectl_ok("get", "inferencemodels", "-n", NS).splitlines()
     assert header.split() == ["NAME", "MODEL", "LAYER", "TARGET", "VERSION", "READY", "REASON",
-                              "URL", "AGE"]
+                              "ACCURACY", "F1", "URL", "AGE"]
     assert [row.split()[:4] for row in rows] == [["digits-edge", "digits-edge", "edge", "v1"]]
     # Defaults from the schema are applied by the server, not only by the Python models.
     assert get_json(kube, "im", "digits-edge")["spec"]["replicas"] == 1

@@ -200,8 +200,14 @@ def test_user_commands_from_the_issue(kube: KubeAPIServer, operator: OperatorPro
     applied = kube.kubectl_ok("apply", "-f", str(EXAMPLE / "k8s") + "/")
     assert "inferencemodel.jointserve.io/digits-edge created" in applied
     assert "jointinferenceservice.jointserve.io/digits created" in applied
-    for kind, name in (("im", "digits-edge"), ("im", "digits-cloud"), ("jis", "digits")):
+    assert "dataset.jointserve.io/digits-test created" in applied
+    for kind, name in (("im", "digits-edge"), ("im", "digits-cloud"), ("jis", "digits"),
+                       ("dset", "digits-test")):
         wait_for(lambda: ready(kube, kind, name), f"{kind} {name} Ready", operator)
+    # Each model's target version evaluated on the test split (spec.evaluation).
+    for name in ("digits-edge", "digits-cloud"):
+        wait_for(lambda: condition(get(kube, "im", name), "Evaluated").get("status") == "True",
+                 f"{name} evaluated", operator)
 
     table = kube.kubectl_ok("get", "inferencemodels")
     print(f"\n$ kubectl get inferencemodels\n{table}")
@@ -316,7 +322,7 @@ def test_bad_archive_keeps_the_old_version_serving(kube: KubeAPIServer, operator
     print(f"\n$ kubectl get im -n {NS} -o wide\n{wide}")
     header, *rows = wide.splitlines()
     broken = next(row for row in rows if row.startswith("broken "))
-    assert header.split()[-1] == "MESSAGE"
+    assert header.split()[-2:] == ["MESSAGE", "EVALUATION"]
     assert broken.split()[3:6] == ["v1", "False", "Sha256Mismatch"], broken  # TARGET READY REASON
     assert "sha256 mismatch" in broken
     warnings = [e for e in events(kube, "broken", NS) if e["type"] == "Warning"]

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
+
+from jointserve.api import kube_yaml
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_BASE_URL = "http://127.0.0.1:8808"
@@ -217,14 +218,14 @@ def model_yaml(name: str, url: str, sha256: str) -> str:
            "spec": {"modelName": name, "deployToLayer": LAYERS[name], "frameworkType": "onnx",
                     "manifest": [{"version": "v1", "downloadURL": url, "sha256sum": sha256}],
                     "replicas": 1}}
-    return HEADER + yaml.safe_dump(doc, sort_keys=False)
+    return HEADER + kube_yaml([doc])
 
 
 def dataset_yaml(url: str, sha256: str) -> str:
     doc = {"apiVersion": "jointserve.io/v1alpha1", "kind": "Dataset",
            "metadata": {"name": DATASET},
            "spec": {"url": url, "sha256sum": sha256, "format": "voc"}}
-    return HEADER + yaml.safe_dump(doc, sort_keys=False)
+    return HEADER + kube_yaml([doc])
 
 
 def build(out: Path, base_url: str = DEFAULT_BASE_URL) -> dict[str, str]:

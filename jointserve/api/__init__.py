@@ -15,7 +15,7 @@ from ._common import (
     now_rfc3339,
     set_condition,
 )
-from ._crd import crd_for, render_crds, write_crds
+from ._crd import crd_for, kube_yaml, render_crds, write_crds
 from ._dataset import (
     DATASET_FORMATS,
     CsvOptions,
@@ -117,6 +117,7 @@ __all__ = [
     "crd_for",
     "describe_errors",
     "get_condition",
+    "kube_yaml",
     "load_file",
     "now_rfc3339",
     "parse_resource",

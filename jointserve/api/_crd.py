@@ -221,13 +221,19 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
 
 
+def kube_yaml(docs: list[Any], width: int = 80) -> str:
+    """`docs` as YAML that kubectl reads back as written (--- between documents): every
+    value YAML 1.1 would read as another type is quoted, and no anchors."""
+    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, width=width)
+
+
 def render_crds() -> dict[str, str]:
     """File name (`<plural>.<group>.yaml`) -> YAML text, for every kind in KINDS."""
     out = {}
     for model_cls in KINDS.values():
         crd = crd_for(model_cls)
         # A huge width keeps CEL rules and patterns on one line each (greppable, no folding).
-        text = yaml.dump(crd, Dumper=_Dumper, sort_keys=False, width=1 << 16)
+        text = kube_yaml([crd], width=1 << 16)
         out[f"{crd['metadata']['name']}.yaml"] = HEADER + text
     return dict(sorted(out.items()))
 
