@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from ._errors import DatasetFormatError
 from ._lines import decoded_lines
@@ -47,27 +47,36 @@ class _Shape:
 
 def count_csv(path: Path, options: CountOptions) -> DatasetStats:
     """Count the records of the csv file `path`."""
-    file = path.name
     with path.open("rb") as f:
-        lines = decoded_lines(f, file, "CsvMalformed")
-        records = _records(csv.reader(lines, delimiter=options.delimiter, strict=True), file)
-        first = next(records, None)
-        if first is None:
-            return _empty(file, options)
-        if options.header:
-            shape = _header_shape(first, options.label_column, file)
-            columns: list[str] | int = first[1]
-        else:
-            shape = _first_record_shape(first, options.label_column, file)
-            columns = len(first[1])
-            records = itertools.chain([first], records)
-        classes = _count_records(records, shape, file)
+        opened = _open(f, path.name, options)
+        if opened is None:
+            return DatasetStats("csv", 0, {}, {"columns": 0, "labelColumn": options.label_column})
+        shape, columns, records = opened
+        classes = _count_records(records, shape, path.name)
     return DatasetStats(
         format="csv",
         samples=classes.total(),
         classes=dict(sorted(classes.items())) if shape.label is not None else {},
         facts={"columns": columns, "labelColumn": options.label_column},
     )
+
+
+def _open(f: IO[bytes], file: str, options: CountOptions
+          ) -> tuple[_Shape, list[str] | int, Iterator[Record]] | None:
+    """The shape every sample record must have, the columns (the header's names, or the
+    number of fields), and the sample records still to read; None for an empty file
+    without a header (with one, an empty file is CsvMalformed)."""
+    lines = decoded_lines(f, file, "CsvMalformed")
+    records = _records(csv.reader(lines, delimiter=options.delimiter, strict=True), file)
+    first = next(records, None)
+    if first is None:
+        if options.header:
+            raise DatasetFormatError("CsvMalformed", file, "the file is empty: no header row")
+        return None
+    if options.header:
+        return _header_shape(first, options.label_column, file), first[1], records
+    shape = _first_record_shape(first, options.label_column, file)
+    return shape, len(first[1]), itertools.chain([first], records)
 
 
 @dataclass(frozen=True)
@@ -86,23 +95,15 @@ class CsvTable:
 
 def read_csv_table(path: Path, options: CountOptions) -> CsvTable:
     """Read every sample record of `path`, by exactly the rules `count_csv` counts them with."""
-    file = path.name
     with path.open("rb") as f:
-        lines = decoded_lines(f, file, "CsvMalformed")
-        records = _records(csv.reader(lines, delimiter=options.delimiter, strict=True), file)
-        first = next(records, None)
-        if first is None:
-            _empty(file, options)
+        opened = _open(f, path.name, options)
+        if opened is None:
             return CsvTable([], None, [])
-        if options.header:
-            shape, columns = _header_shape(first, options.label_column, file), list(first[1])
-        else:
-            shape = _first_record_shape(first, options.label_column, file)
-            columns = [str(i) for i in range(len(first[1]))]
-            records = itertools.chain([first], records)
+        shape, columns, records = opened
         rows = list(records)
-        _count_records(rows, shape, file)  # the same checks: width, empty labels
-    return CsvTable(columns, shape.label, rows)
+    _count_records(rows, shape, path.name)  # the same checks: width, empty labels
+    names = columns if isinstance(columns, list) else [str(i) for i in range(columns)]
+    return CsvTable(names, shape.label, rows)
 
 
 class _Reader(Protocol):
@@ -125,12 +126,6 @@ def _records(reader: _Reader, file: str) -> Iterator[Record]:
             raise _malformed(file, start, f"cannot parse the record: {exc}") from None
         if row:  # a blank line reads as []
             yield start, row
-
-
-def _empty(file: str, options: CountOptions) -> DatasetStats:
-    if options.header:
-        raise DatasetFormatError("CsvMalformed", file, "the file is empty: no header row")
-    return DatasetStats("csv", 0, {}, {"columns": 0, "labelColumn": options.label_column})
 
 
 def _header_shape(header: Record, label: str | int | None, file: str) -> _Shape:

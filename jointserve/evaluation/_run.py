@@ -138,10 +138,8 @@ class LocalCloud:
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
-        self.calls = 0
 
     async def infer(self, feeds: Mapping[str, np.ndarray]) -> CloudAnswer:
-        self.calls += 1
         return CloudAnswer(self.model.version, self.model.model.run(dict(feeds)))
 
     async def aclose(self) -> None:

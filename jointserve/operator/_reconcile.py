@@ -34,6 +34,7 @@ from jointserve.api import (
     Evaluation,
     ModelChoice,
     ModelFile,
+    ModelMetrics,
     Reason,
     Resource,
     ResourceKey,
@@ -47,6 +48,7 @@ from jointserve.store import ArtifactError, ArtifactStore, ProgressCallback, red
 
 from ._datasets import DatasetCounter, dataset_status
 from ._evaluations import (
+    EvaluationJob,
     EvaluationState,
     Evaluator,
     dataset_file,
@@ -405,8 +407,8 @@ class Reconciler:
         job, metrics_key = service_job(self.store, key, service, plan.app.edge, cloud, data)
         return [self._run(job, metrics_key, self._saved(key, JointInferenceServiceStatus).metrics)]
 
-    def _run(self, job: Any, metrics_key: tuple[str, str, str, str],
-             saved: list[Any]) -> EvaluationState:
+    def _run(self, job: EvaluationJob, metrics_key: tuple[str, str, str, str],
+             saved: list[ModelMetrics]) -> EvaluationState:
         done = known(saved, metrics_key)
         if done is not None:
             return done
