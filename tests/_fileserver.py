@@ -8,12 +8,14 @@ against real sockets rather than a mocked transport. Faults are set per file nam
         server.fail("a.tar.gz", status=503, times=2)   # two 503s, then the file
         server.truncate("b.zip", 100)                  # full Content-Length, 100 bytes, close
         server.slow("c.tar", 0.5)                      # wait 0.5 s before answering
+        server.unsized("d.csv")                        # no Content-Length: body until close
         fetch(server.url("a.tar.gz"))
         assert server.request_count("a.tar.gz") == 3
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -33,6 +35,7 @@ class _Faults:
     fail_times: int = 0
     truncate_at: int | None = None
     delay_s: float = 0.0
+    unsized: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class _Plan:
     status: int | None
     truncate_at: int | None
     delay_s: float
+    unsized: bool
 
 
 class FileServer:
@@ -52,6 +56,7 @@ class FileServer:
         self._lock = threading.Lock()
         self._faults: dict[str, _Faults] = {}
         self._counts: Counter[str] = Counter()
+        self._not_modified: Counter[str] = Counter()
         self._stopped = False
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.files = self
@@ -88,6 +93,16 @@ class FileServer:
         with self._lock:
             self._faults.setdefault(name, _Faults()).delay_s = delay_s
 
+    def unsized(self, name: str) -> None:
+        """Send `name` without Content-Length, its end marked by closing the connection."""
+        with self._lock:
+            self._faults.setdefault(name, _Faults()).unsized = True
+
+    def not_modified_count(self, name: str) -> int:
+        """How many requests for `name` were answered 304 (their If-None-Match matched)."""
+        with self._lock:
+            return self._not_modified[name]
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
@@ -120,7 +135,7 @@ class FileServer:
             if faults.fail_times > 0:
                 faults.fail_times -= 1
                 status = faults.fail_status
-            return _Plan(status, faults.truncate_at, faults.delay_s)
+            return _Plan(status, faults.truncate_at, faults.delay_s, faults.unsized)
 
     def _resolve(self, name: str) -> Path | None:
         path = (self.root / name).resolve()
@@ -157,9 +172,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         data = path.read_bytes()
+        # An ETag of the content, as object stores send; a matching If-None-Match gets 304.
+        etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
+        if self.headers.get("If-None-Match") == etag:
+            with files._lock:
+                files._not_modified[name] += 1
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", etag)
+        if plan.unsized:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if plan.truncate_at is None:
             self.wfile.write(data)

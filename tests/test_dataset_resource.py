@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -274,6 +275,114 @@ def test_a_failed_download_is_retried_after_the_backoff(reconciler: Reconciler, 
     assert status["numberOfSamples"] == 3
 
 
+# -- a source that changes (refreshSeconds) and the size cap ----------------------------
+
+
+def followed(tmp_path: Path, data: bytes, refresh: int = 60, **spec: Any) -> Dataset:
+    """A csv Dataset with no sha256sum, following train.csv every `refresh` seconds."""
+    url, _ = publish(tmp_path, "train.csv", data)
+    resource = parse_resource({
+        "apiVersion": "jointserve.io/v1alpha1", "kind": DS,
+        "metadata": {"name": "train", "namespace": NS},
+        "spec": {"url": url, "refreshSeconds": refresh, "format": "csv",
+                 "csv": {"labelColumn": "label"}, **spec},
+    }, "test:train")
+    assert isinstance(resource, Dataset)
+    return resource
+
+
+def republish(tmp_path: Path, data: bytes) -> None:
+    """New content for train.csv, with an mtime that surely differs from the last one."""
+    path = tmp_path / "published" / "train.csv"
+    before = path.stat().st_mtime_ns
+    path.write_bytes(data)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+class Clock:
+    """time.monotonic for the operator's dataset module, moved by hand."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from jointserve.operator import _datasets
+        self.now = time.monotonic()
+        monkeypatch.setattr(_datasets, "time", SimpleNamespace(monotonic=lambda: self.now))
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_followed_source_is_recounted_when_it_changes(
+        reconciler: Reconciler, store: ArtifactStore, tmp_path: Path,
+        events: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(monkeypatch)
+    follows = []
+    follow_file = store.follow_file
+    monkeypatch.setattr(store, "follow_file",
+                        lambda *a, **kw: follows.append(kw.get("unless")) or follow_file(*a, **kw))
+    ds = followed(tmp_path, GOOD_CSV, refresh=30)
+
+    first = reconcile(reconciler, ds)[key("train")]
+    assert (first["numberOfSamples"], first["sha256"]) == (3, sha(GOOD_CSV))
+    assert condition(first, "ArtifactVerified")[2].endswith("re-checked every 30 s)")
+    checked = first["lastChecked"]
+    # Not due yet: the source is not asked.
+    clock.advance(29)
+    assert numbers(reconcile(reconciler, ds)[key("train")]) == numbers(first)
+    assert len(follows) == 1
+    # Due, unchanged: asked with what the last answer said, and nothing recounted.
+    clock.advance(2)
+    again = reconcile(reconciler, ds)[key("train")]
+    assert len(follows) == 2 and follows[1] is not None
+    assert numbers(again) == numbers(first) and again["lastChecked"] >= checked
+
+    newer = GOOD_CSV + b"d.jpg,bird\n"
+    republish(tmp_path, newer)
+    clock.advance(31)
+    changed = reconcile(reconciler, ds)[key("train")]
+    assert (changed["numberOfSamples"], changed["sha256"]) == (4, sha(newer))
+    assert changed["classes"] == {"bird": 1, "cat": 2, "dog": 1}
+    assert [e[2] for e in events if e[2] == "SourceChanged"] == ["SourceChanged"]
+    # The store keeps the counted copy and the one before, no more.
+    republish(tmp_path, newer + b"e.jpg,cat\n")
+    clock.advance(31)
+    reconcile(reconciler, ds)
+    kept = sorted(p.name for p in (store.root / ".datasets" / "default.train").iterdir()
+                  if not p.name.startswith("."))
+    assert kept == sorted([sha(newer), sha(newer + b"e.jpg,cat\n")])
+
+
+def test_a_followed_source_that_breaks_keeps_the_last_good_numbers(
+        reconciler: Reconciler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(monkeypatch)
+    ds = followed(tmp_path, GOOD_CSV, refresh=10)
+    good = reconcile(reconciler, ds)[key("train")]
+
+    republish(tmp_path, BAD_CSV)
+    clock.advance(11)
+    bad = reconcile(reconciler, ds)[key("train")]
+    assert numbers(bad) == numbers(good)
+    assert condition(bad, "Ready") == ("False", "CsvMalformed",
+                                       "train.csv line 3: 1 field, the header has 2")
+    # A format error is asked about again at the next check, not only on a new spec.
+    fixed = GOOD_CSV + b"d.jpg,bird\n"
+    republish(tmp_path, fixed)
+    clock.advance(11)
+    status = reconcile(reconciler, ds)[key("train")]
+    assert condition(status, "Ready")[:2] == ("True", "Counted")
+    assert (status["numberOfSamples"], status["sha256"]) == (4, sha(fixed))
+
+
+def test_a_file_over_max_bytes_is_refused_by_name(reconciler: Reconciler, store: ArtifactStore,
+                                                  tmp_path: Path) -> None:
+    url, digest = publish(tmp_path, "train.csv", GOOD_CSV)
+    status = reconcile(reconciler, dataset("train", url, digest, "csv", maxBytes=16))[key("train")]
+    assert condition(status, "Ready") == (
+        "False", "DownloadTooLarge",
+        f"{url} is too large: it has {len(GOOD_CSV)} bytes, over spec.maxBytes of 16 bytes")
+    assert status.get("numberOfSamples") is None
+    assert not list((store.root / ".datasets").rglob("train.csv"))
+
+
 # -- what a Dataset does not touch, and removal -----------------------------------------
 
 
@@ -372,6 +481,15 @@ GOOD_SHA = "ab" * 32
         pytest.param({"csv": {"delimiter": ";;"}},
                      "spec.csv.delimiter: string should have at most 1 character",
                      id="long-delimiter"),
+        pytest.param({"refreshSeconds": 60},
+                     "spec: set sha256sum (a fixed file) or refreshSeconds (a source that "
+                     "changes, re-checked that often), one of the two", id="sha-and-refresh"),
+        pytest.param({"sha256sum": None},
+                     "spec: set sha256sum (a fixed file) or refreshSeconds (a source that "
+                     "changes, re-checked that often), one of the two", id="neither"),
+        pytest.param({"sha256sum": None, "refreshSeconds": 0},
+                     "spec.refreshSeconds: input should be greater than or equal to 1", id="zero-refresh"),
+        pytest.param({"maxBytes": 0}, "spec.maxBytes: input should be greater than or equal to 1", id="zero-cap"),
     ],
 )
 def test_invalid_spec_names_the_field(spec: dict, problem: str) -> None:

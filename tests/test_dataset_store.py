@@ -7,12 +7,13 @@ the request count matter."""
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
-from jointserve.store import ArtifactError, ArtifactStore
+from jointserve.store import ArtifactError, ArtifactStore, Limit
 from tests._fileserver import FileServer
 
 DATA = b"path,label\na.jpg,cat\nb.jpg,dog\n"
@@ -150,3 +151,79 @@ def test_concurrent_fetches_download_once(store: ArtifactStore, tmp_path: Path) 
         assert server.request_count("train.csv") == 1
     assert sorted(r.cache_hit for r in results) == [False, True, True]
     assert len(kept(store)) == 5  # .datasets, ds, the sha dir, the file, the marker
+
+
+# -- a source that changes (follow_file) and the size cap ------------------------------
+
+
+def test_follow_file_keeps_each_version_under_its_sha256(store: ArtifactStore,
+                                                         tmp_path: Path) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "train.csv").write_bytes(DATA)
+    with FileServer(served) as server:
+        url = server.url("train.csv")
+        first = store.follow_file("ds", url)
+        assert first is not None and (first.sha256, first.cache_hit) == (sha(DATA), False)
+        assert first.path.read_bytes() == DATA and first.source.etag
+
+        # The server says "not modified": nothing is downloaded, nothing is returned.
+        assert store.follow_file("ds", url, unless=first.source) is None
+        assert server.not_modified_count("train.csv") == 1
+
+        newer = DATA + b"c.jpg,bird\n"
+        (served / "train.csv").write_bytes(newer)
+        second = store.follow_file("ds", url, unless=first.source)
+        assert second is not None and second.sha256 == sha(newer)
+        assert second.path == store.file_path("ds", url, sha(newer))
+        assert second.path.read_bytes() == newer
+    assert first.path.read_bytes() == DATA  # the version before stays until pruned
+
+    store.prune_files("ds", keep={sha(newer)})
+    assert not first.path.parent.exists() and second.path.is_file()
+
+
+def test_follow_file_without_validators_compares_the_bytes(store: ArtifactStore,
+                                                           tmp_path: Path) -> None:
+    url = publish(tmp_path, "train.csv")
+    first = store.follow_file("ds", url)
+    assert first is not None and first.source.etag.startswith("file:")
+    assert store.follow_file("ds", url, unless=first.source) is None  # same mtime and size
+    # Rewritten: another mtime, so read again; the same bytes are a cache hit.
+    path = tmp_path / "published" / "train.csv"
+    path.write_bytes(DATA)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    again = store.follow_file("ds", url, unless=first.source)
+    assert again is not None and (again.sha256, again.cache_hit) == (sha(DATA), True)
+    assert [p for p in kept(store) if "download" in p] == []
+
+
+def test_a_file_over_the_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "store", max_download_bytes=len(DATA) - 1, retries=0)
+    url = publish(tmp_path, "train.csv")
+    with pytest.raises(ArtifactError) as info:
+        store.fetch_file("ds", url, sha(DATA))
+    assert info.value.reason == "DownloadTooLarge"
+    assert str(info.value) == (f"{url} is too large: it has {len(DATA)} bytes, over the "
+                               f"store's download cap of {len(DATA) - 1} bytes")
+    assert [p for p in kept(store) if p.count("/") > 1] == []  # nothing kept
+
+
+def test_an_http_download_over_the_cap_is_stopped(store: ArtifactStore, tmp_path: Path) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "sized.csv").write_bytes(DATA)
+    (served / "unsized.csv").write_bytes(DATA)
+    limit = Limit(10, "spec.maxBytes")
+    with FileServer(served) as server:
+        server.unsized("unsized.csv")
+        with pytest.raises(ArtifactError) as sized:
+            store.fetch_file("ds", server.url("sized.csv"), sha(DATA), limit=limit)
+        with pytest.raises(ArtifactError) as unsized:
+            store.follow_file("ds", server.url("unsized.csv"), limit=limit)
+    assert sized.value.reason == unsized.value.reason == "DownloadTooLarge"
+    assert f"its Content-Length says {len(DATA)} bytes, over spec.maxBytes of 10" in str(sized.value)
+    # Without a length, the download stops at the first chunk past the cap.
+    assert "more than" in str(unsized.value) and "over spec.maxBytes of 10" in str(unsized.value)
+    assert [p for p in kept(store) if p.count("/") > 1] == []

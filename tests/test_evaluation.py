@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -295,6 +296,34 @@ def test_a_new_target_version_is_evaluated_and_listed_first(backend: FakeBackend
     versions = [m["version"] for m in out["digits-edge"]["metrics"]]
     accuracy = {m["version"]: m["accuracy"] for m in out["digits-edge"]["metrics"]}
     assert versions == ["v2", "v1"] and accuracy["v2"] > accuracy["v1"]
+
+
+def test_a_followed_dataset_that_changes_is_evaluated_again(backend: FakeBackend,
+                                                             store: ArtifactStore, tmp_path: Path,
+                                                             example: Path, split: tuple) -> None:
+    X, y = split
+    half = len(y) // 2
+    url, _ = publish(tmp_path, "digits-test.csv", csv_bytes(X[:half], y[:half]))
+    ds = Dataset.model_validate({
+        "metadata": {"name": "digits-test"},
+        "spec": {"url": url, "refreshSeconds": 1, "format": "csv",
+                 "csv": {"labelColumn": "label"}}})
+    edge = model_doc(example, "digits-edge", evaluation={"dataset": "digits-test"})
+    reconciler = new_reconciler(backend, store, tmp_path / "state")
+    first = passes(reconciler, [ds, edge], evaluated("digits-edge"))
+    assert first["digits-edge"]["metrics"][0]["samples"] == half
+
+    # The whole split replaces the half: a new sha256 (and mtime); within a refresh it is
+    # counted, and the model is evaluated on it; both results are kept, the newest first.
+    path = tmp_path / "published" / "digits-test.csv"
+    before = path.stat().st_mtime_ns
+    path.write_bytes(csv_bytes(X, y))
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+    out = passes(reconciler, [ds, edge], lambda s: evaluated("digits-edge")(s)
+                 and s["digits-edge"]["metrics"][0]["samples"] == len(y))
+    assert out["digits-test"]["sha256"] == sha(csv_bytes(X, y))
+    assert [m["samples"] for m in out["digits-edge"]["metrics"]] == [len(y), half]
+    assert out["digits-edge"]["metrics"][0]["datasetSha256"] == out["digits-test"]["sha256"]
 
 
 def test_evaluation_problems_are_named_and_serving_goes_on(backend: FakeBackend,

@@ -142,6 +142,21 @@ def test_dataset_is_listed_with_its_counts(kube: KubeAPIServer) -> None:
     assert get_json(kube, "dset", "digits-test")["status"]["facts"]["columns"] == ["p0", "label"]
 
 
+def test_a_followed_dataset_is_accepted_with_its_last_check(kube: KubeAPIServer) -> None:
+    doc = {"apiVersion": "jointserve.io/v1alpha1", "kind": "Dataset",
+           "metadata": {"name": "followed"},
+           "spec": {"url": "https://data.example/train.csv", "refreshSeconds": 300,
+                    "maxBytes": 10**9, "format": "csv"}}
+    done = apply(kube, doc)
+    assert done.returncode == 0, done.stderr
+    status = {"status": {"sha256": "b" * 64, "lastChecked": "2026-12-02T00:00:00Z"}}
+    kube.kubectl_ok("patch", "dset", "followed", "-n", NS, "--subresource=status",
+                    "--type=merge", "-p", json.dumps(status))
+    found = get_json(kube, "dset", "followed")
+    assert (found["spec"]["refreshSeconds"], found["spec"]["maxBytes"]) == (300, 10**9)
+    assert found["status"]["lastChecked"] == "2026-12-02T00:00:00Z"
+
+
 def test_valid_joint_service_is_accepted(kube: KubeAPIServer) -> None:
     done = apply(kube, example("digits"))
     assert done.returncode == 0, done.stderr
@@ -212,6 +227,17 @@ BAD = {
                  "spec": {"url": "http://h/list.txt", "sha256sum": "a" * 64, "format": "txt",
                           "csv": {"header": False}}},
         ["csv options are for format csv"]),
+    "dataset with sha256sum and refreshSeconds": (
+        lambda: {"apiVersion": "jointserve.io/v1alpha1", "kind": "Dataset",
+                 "metadata": {"name": "bad-dataset"},
+                 "spec": {"url": "http://h/train.csv", "sha256sum": "a" * 64, "format": "csv",
+                          "refreshSeconds": 60}},
+        ["set sha256sum (a fixed file) or refreshSeconds"]),
+    "dataset with neither sha256sum nor refreshSeconds": (
+        lambda: {"apiVersion": "jointserve.io/v1alpha1", "kind": "Dataset",
+                 "metadata": {"name": "bad-dataset"},
+                 "spec": {"url": "http://h/train.csv", "format": "csv"}},
+        ["set sha256sum (a fixed file) or refreshSeconds"]),
     "hardExampleMining unknown": (_edit("digits", lambda s: s["hardExampleMining"].update(
                                       name="Guess")),
                                   ["spec.hardExampleMining.name", 'Unsupported value: "Guess"']),

@@ -1,6 +1,7 @@
 """The Dataset resource: one data file, fetched by URL, verified by sha256, its samples counted.
 
-The operator fetches `url` through the artifact store, checks `sha256sum`, counts the samples
+The operator fetches `url` through the artifact store, checks `sha256sum` (or, for a source
+that changes, re-checks it every `refreshSeconds` and records the sha256 it found), counts the samples
 (and classes, where the format has labels) with jointserve.datasets and writes what it found
 into the status: numberOfSamples, numberOfClasses, classes, facts. A Dataset adds no Serve
 application; it is what model metrics and model selection will refer to (issue 14).
@@ -24,6 +25,7 @@ DATASET_FORMATS: tuple[str, ...] = get_args(DatasetFormat)
 
 # A column name is bounded like every string a CEL rule may touch.
 MAX_COLUMN_NAME = 253
+MAX_REFRESH_SECONDS = 7 * 86400
 
 
 def _column(value: Any) -> int | str:
@@ -95,6 +97,10 @@ class TxtOptions(Strict):
     baseURL: Annotated[str, Field(pattern=URL_PATTERN, max_length=2048)] | None = None
 
 
+_ONE_OF_SHA_OR_REFRESH = ("set sha256sum (a fixed file) or refreshSeconds (a source that changes, "
+                          "re-checked that often), one of the two")
+
+
 class DatasetSpec(Strict):
     """Desired state of a Dataset: where the data is, its sha256, and how to read it."""
 
@@ -105,10 +111,18 @@ class DatasetSpec(Strict):
          "message": "npz options are for format npz"},
         {"rule": "!has(self.txt) || self.format == 'txt'",
          "message": "txt options are for format txt"},
+        {"rule": "has(self.sha256sum) != has(self.refreshSeconds)",
+         "message": _ONE_OF_SHA_OR_REFRESH},
     ]
 
     url: Annotated[str, Field(pattern=URL_PATTERN, max_length=2048)]
-    sha256sum: Annotated[str, Field(pattern=SHA256_PATTERN)]
+    # A fixed file: its bytes must have this sha256. Or, with refreshSeconds instead, a source
+    # that changes: the operator re-checks it that often (ETag / Last-Modified over http, mtime
+    # and size for file://) and re-counts a changed one; status.sha256 says what was counted.
+    sha256sum: Annotated[str, Field(pattern=SHA256_PATTERN)] | None = None
+    refreshSeconds: Annotated[int, Field(ge=1, le=MAX_REFRESH_SECONDS)] | None = None
+    # Refuse a file larger than this (DownloadTooLarge); default: the operator's download cap.
+    maxBytes: Annotated[int, Field(ge=1)] | None = None
     # csv, txt (image list: `path label` lines), voc (a tar, tar.gz or zip of a Pascal VOC
     # tree), npz (numpy arrays).
     format: DatasetFormat
@@ -121,7 +135,10 @@ class DatasetSpec(Strict):
 
     @model_validator(mode="after")
     def _options_match_format(self) -> "DatasetSpec":
-        self.sha256sum = self.sha256sum.lower()  # one canonical form, as InferenceModel's
+        if (self.sha256sum is None) == (self.refreshSeconds is None):
+            raise ValueError(_ONE_OF_SHA_OR_REFRESH)
+        if self.sha256sum is not None:
+            self.sha256sum = self.sha256sum.lower()  # one canonical form, as InferenceModel's
         for name in ("csv", "npz", "txt"):
             if getattr(self, name) is not None and self.format != name:
                 raise ValueError(f"{name}: options are for format {name} (format is "
@@ -148,6 +165,8 @@ class DatasetStatus(Strict):
     facts: dict[str, Any] = Field(default_factory=dict)
     # The sha256 of the data the statistics describe.
     sha256: str | None = None
+    # refreshSeconds: when the source was last checked (RFC 3339), changed or not.
+    lastChecked: str | None = None
     observedGeneration: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
 

@@ -7,7 +7,8 @@ Failures are ArtifactErrors whose `reason` goes straight into a status condition
 """
 
 from ._errors import ArtifactError, redact_url
-from ._fetch import ProgressCallback
+from ._fetch import Limit, ProgressCallback, SourceVersion
 from ._store import ArtifactStore, FetchResult
 
-__all__ = ["ArtifactError", "ArtifactStore", "FetchResult", "ProgressCallback", "redact_url"]
+__all__ = ["ArtifactError", "ArtifactStore", "FetchResult", "Limit", "ProgressCallback",
+           "SourceVersion", "redact_url"]

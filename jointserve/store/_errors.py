@@ -17,6 +17,7 @@ ArtifactReason = Literal[
     "ArchiveCorrupt",
     "UnsafeArchive",
     "ArchiveTooLarge",
+    "DownloadTooLarge",
     "UnsupportedArchive",
     "Cancelled",
 ]
@@ -31,7 +32,7 @@ class ArtifactError(Exception):
     scheme, unreadable file:// path), HTTPError (4xx, or 5xx after retries; the message
     includes the status code), Sha256Mismatch, ArchiveCorrupt, UnsafeArchive (absolute path,
     '..', link leaving the directory, device file), ArchiveTooLarge (bomb cap),
-    UnsupportedArchive, Cancelled (the caller's progress callback gave up: nobody wants the
+    DownloadTooLarge (the download's own size cap), UnsupportedArchive, Cancelled (the caller's progress callback gave up: nobody wants the
     version any more). `url` is the artifact URL with any password redacted.
     """
 

@@ -38,17 +38,42 @@ class DownloadOptions:
 
 
 @dataclass(frozen=True)
+class SourceVersion:
+    """What tells one version of a source from the next without reading it: the HTTP
+    validators (ETag, Last-Modified), or for a file:// URL its mtime and size (as `etag`)."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def known(self) -> bool:
+        return self.etag is not None or self.last_modified is not None
+
+
+@dataclass(frozen=True)
 class Downloaded:
     sha256: str  # lowercase hex
     size: int
+    source: SourceVersion = SourceVersion()
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The size cap of one download, and the words that name it in the error."""
+
+    max_bytes: int
+    name: str = "the download size cap"
 
 
 def download(
-    url: str, dest: Path, options: DownloadOptions, progress: ProgressCallback | None = None
-) -> Downloaded:
+    url: str, dest: Path, options: DownloadOptions, progress: ProgressCallback | None = None,
+    *, limit: Limit | None = None, unless: SourceVersion | None = None,
+) -> Downloaded | None:
     """Write the content at `url` to `dest` (overwritten), returning its sha256 and size.
 
-    Raises ArtifactError with reason DownloadFailed or HTTPError.
+    With `unless` (what an earlier download returned as `source`): None, and nothing written,
+    when the source still is that version (HTTP 304, or the same file mtime and size).
+    Raises ArtifactError with reason DownloadFailed, HTTPError or DownloadTooLarge (more bytes
+    than `limit`: refused on Content-Length or file size before reading, else stopped there).
     """
     shown = redact_url(url)
     try:
@@ -56,9 +81,9 @@ def download(
     except ValueError as exc:
         raise ArtifactError("DownloadFailed", shown, f"invalid URL {shown}: {exc}") from None
     if scheme in ("http", "https"):
-        return _download_http(url, dest, options, progress)
+        return _download_http(url, dest, options, progress, limit, unless)
     if scheme == "file":
-        return _download_file(url, dest, progress)
+        return _download_file(url, dest, progress, limit, unless)
     raise ArtifactError(
         "DownloadFailed",
         shown,
@@ -69,25 +94,38 @@ def download(
 class _Sink:
     """Writes chunks to a file, hashing and counting them and reporting progress."""
 
-    def __init__(self, out: BinaryIO, total: int | None, progress: ProgressCallback | None):
+    def __init__(self, out: BinaryIO, total: int | None, progress: ProgressCallback | None,
+                 limit: Limit | None, shown: str, source: SourceVersion = SourceVersion()):
         self._out = out
         self._total = total
         self._progress = progress
+        self._limit = limit
+        self._shown = shown
+        self._source = source
         self._hash = hashlib.sha256()
         self.size = 0
 
     def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        _check_size(self.size, self._limit, self._shown, "more than")
         self._out.write(chunk)
         self._hash.update(chunk)
-        self.size += len(chunk)
         if self._progress is not None:
             self._progress(self.size, self._total)
 
     def result(self) -> Downloaded:
-        return Downloaded(self._hash.hexdigest(), self.size)
+        return Downloaded(self._hash.hexdigest(), self.size, self._source)
 
 
-def _download_file(url: str, dest: Path, progress: ProgressCallback | None) -> Downloaded:
+def _check_size(size: int | None, limit: Limit | None, shown: str, how: str) -> None:
+    if size is not None and limit is not None and size > limit.max_bytes:
+        raise ArtifactError("DownloadTooLarge", shown,
+                            f"{shown} is too large: {how} {size} bytes, over {limit.name} "
+                            f"of {limit.max_bytes} bytes")
+
+
+def _download_file(url: str, dest: Path, progress: ProgressCallback | None,
+                   limit: Limit | None, unless: SourceVersion | None) -> Downloaded | None:
     shown = redact_url(url)
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
@@ -101,10 +139,16 @@ def _download_file(url: str, dest: Path, progress: ProgressCallback | None) -> D
         raise ArtifactError(
             "DownloadFailed", shown, f"cannot read {shown}: {exc.strerror or exc}"
         ) from None
-    with src, dest.open("wb") as out:
-        sink = _Sink(out, os.fstat(src.fileno()).st_size, progress)
-        while chunk := src.read(CHUNK_SIZE):
-            sink.write(chunk)
+    with src:
+        stat = os.fstat(src.fileno())
+        source = SourceVersion(etag=f"file:{stat.st_mtime_ns}-{stat.st_size}")
+        if unless is not None and unless == source:
+            return None
+        _check_size(stat.st_size, limit, shown, "it has")
+        with dest.open("wb") as out:
+            sink = _Sink(out, stat.st_size, progress, limit, shown, source)
+            while chunk := src.read(CHUNK_SIZE):
+                sink.write(chunk)
     return sink.result()
 
 
@@ -118,21 +162,21 @@ class _Transient(Exception):
 
 
 def _download_http(
-    url: str, dest: Path, options: DownloadOptions, progress: ProgressCallback | None
-) -> Downloaded:
+    url: str, dest: Path, options: DownloadOptions, progress: ProgressCallback | None,
+    limit: Limit | None, unless: SourceVersion | None,
+) -> Downloaded | None:
     shown = redact_url(url)
     attempts = options.retries + 1
     # identity: no transfer compression, so Content-Length counts the very bytes we hash
     # (truncation check, progress total) and no CPU goes into re-inflating a tar.gz.
-    client = httpx.Client(
-        timeout=options.timeout_s, follow_redirects=True, headers={"Accept-Encoding": "identity"}
-    )
+    headers = {"Accept-Encoding": "identity", **_conditional_headers(unless)}
+    client = httpx.Client(timeout=options.timeout_s, follow_redirects=True, headers=headers)
     attempt = 0
     with client:
         while True:
             attempt += 1
             try:
-                return _attempt(client, url, dest, progress)
+                return _attempt(client, url, dest, progress, limit)
             except _Transient as exc:
                 if attempt >= attempts:
                     message = f"{exc.message} (gave up after {attempts} attempts)"
@@ -145,18 +189,35 @@ def _download_http(
             time.sleep(delay)
 
 
+def _conditional_headers(unless: SourceVersion | None) -> dict[str, str]:
+    if unless is None:
+        return {}
+    headers = {}
+    if unless.etag is not None and not unless.etag.startswith("file:"):
+        headers["If-None-Match"] = unless.etag
+    if unless.last_modified is not None:
+        headers["If-Modified-Since"] = unless.last_modified
+    return headers
+
+
 def _attempt(
-    client: httpx.Client, url: str, dest: Path, progress: ProgressCallback | None
-) -> Downloaded:
+    client: httpx.Client, url: str, dest: Path, progress: ProgressCallback | None,
+    limit: Limit | None,
+) -> Downloaded | None:
     shown = redact_url(url)
     try:
         with client.stream("GET", url) as response:
+            if response.status_code == 304:  # only ever asked for with validators
+                return None
             _check_status(response, shown)
             expected = _content_length(response)
+            _check_size(expected, limit, shown, "its Content-Length says")
             # Progress counts decoded bytes, so a length of encoded bytes is no total for it.
             total = None if response.headers.get("content-encoding") else expected
+            source = SourceVersion(response.headers.get("etag"),
+                                   response.headers.get("last-modified"))
             with dest.open("wb") as out:
-                sink = _Sink(out, total, progress)
+                sink = _Sink(out, total, progress, limit, shown, source)
                 for chunk in response.iter_bytes(CHUNK_SIZE):
                     sink.write(chunk)
             # httpx raises on a body shorter than Content-Length; checked again here so a

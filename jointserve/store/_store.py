@@ -21,7 +21,12 @@ lock and temp files (named after the sha256 instead of a version):
     <root>/.datasets/<name>/<sha256>/<file name>     the file + .jointserve-artifact.json
 
 `.datasets` starts with a '.', which no model name may (`_component`), so no model can clash
-with it whatever it is called.
+with it whatever it is called. `follow_file(name, url, unless=...)` is fetch_file for a source
+with no pinned sha256 (a Dataset with refreshSeconds): it downloads (unless the source answers
+"not modified"), hashes, and keeps the file under the sha256 it turned out to have.
+
+Every download has a size cap (`max_download_bytes`, or a `Limit` the caller names); more
+bytes than that is DownloadTooLarge, refused on Content-Length or file size before reading.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from urllib.parse import unquote, urlsplit
 from filelock import FileLock
 
 from ._errors import ArtifactError, redact_url
-from ._fetch import DownloadOptions, ProgressCallback, download
+from ._fetch import DownloadOptions, Limit, ProgressCallback, SourceVersion, download
 from ._unpack import Limits, unpack
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,8 @@ class FetchResult:
     path: Path
     cache_hit: bool
     bytes_downloaded: int  # size of the archive fetched; 0 on a cache hit
+    sha256: str = ""  # follow_file: the sha256 the file turned out to have
+    source: SourceVersion = SourceVersion()  # follow_file: its validators, for the next check
 
 
 class ArtifactStore:
@@ -72,16 +79,19 @@ class ArtifactStore:
         *,
         max_unpacked_bytes: int = 4 * 2**30,
         max_members: int = 100_000,
+        max_download_bytes: int = 16 * 2**30,
         timeout_s: float = 30.0,
         retries: int = 3,
         backoff_s: float = 0.2,
     ) -> None:
-        if max_unpacked_bytes <= 0 or max_members <= 0:
-            raise ValueError("max_unpacked_bytes and max_members must be positive")
+        if max_unpacked_bytes <= 0 or max_members <= 0 or max_download_bytes <= 0:
+            raise ValueError("max_unpacked_bytes, max_members and max_download_bytes must be "
+                             "positive")
         if timeout_s <= 0 or retries < 0 or backoff_s < 0:
             raise ValueError("timeout_s must be positive, retries and backoff_s not negative")
         self.root = Path(root)
         self._limits = Limits(max_bytes=max_unpacked_bytes, max_members=max_members)
+        self._download_limit = Limit(max_download_bytes, "the store's download cap")
         self._options = DownloadOptions(timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
 
     def path_for(self, model: str, version: str) -> Path:
@@ -152,7 +162,8 @@ class ArtifactStore:
             _remove(files_dir)
 
     def fetch_file(
-        self, name: str, url: str, sha256: str, *, progress: ProgressCallback | None = None
+        self, name: str, url: str, sha256: str, *, progress: ProgressCallback | None = None,
+        limit: Limit | None = None,
     ) -> FetchResult:
         """Make `<root>/.datasets/<name>/<sha256>/<file name>` the file at `url`, as downloaded.
 
@@ -170,16 +181,47 @@ class ArtifactStore:
             if self.is_file_cached(name, url, sha256):
                 return self._cache_hit(final)
             _sweep_leftovers(sha_dir.parent, sha_dir.name)
-            size = self._fetch_file_locked(final, url, progress)
+            size = self._download_and_install(final.parent, url, sha_dir.name, progress,
+                                              _keep_as(final.name), marked_file=final.name,
+                                              limit=limit)
         return FetchResult(path=final, cache_hit=False, bytes_downloaded=size)
 
-    def _fetch_file_locked(self, final: Path, url: str, progress: ProgressCallback | None) -> int:
-        def keep_as_is(part: Path, staging: Path, _shown: str) -> str:
-            os.rename(part, staging / final.name)
-            return "file"
+    def follow_file(
+        self, name: str, url: str, *, unless: SourceVersion | None = None,
+        progress: ProgressCallback | None = None, limit: Limit | None = None,
+    ) -> FetchResult | None:
+        """The file at `url` as it is now, kept as fetch_file keeps it under the sha256 it has;
+        None when `unless` (an earlier result's `source`) says the source has not changed.
+        Raises ArtifactError; no temp file survives."""
+        names_dir = self.root / FILES_DIR / _component("name", name)
+        names_dir.mkdir(parents=True, exist_ok=True)
+        shown = redact_url(url)
+        part = names_dir / f".download-follow-{secrets.token_hex(4)}"
+        try:
+            got = download(url, part, self._options, progress,
+                           limit=limit or self._download_limit, unless=unless)
+            if got is None:
+                return None
+            final = self.file_path(name, url, got.sha256)
+            with FileLock(names_dir / f".{got.sha256}.lock"):
+                cached = self.is_file_cached(name, url, got.sha256)
+                if not cached:
+                    _sweep_leftovers(names_dir, got.sha256)
+                    self._install_download(part, final.parent, got.sha256, shown, got.size,
+                                           _keep_as(final.name), marked_file=final.name)
+        finally:
+            part.unlink(missing_ok=True)
+        return FetchResult(final, cache_hit=cached, bytes_downloaded=got.size,
+                           sha256=got.sha256, source=got.source)
 
-        return self._download_and_install(final.parent, url, final.parent.name, progress,
-                                          keep_as_is, marked_file=final.name)
+    def prune_files(self, name: str, keep: set[str]) -> None:
+        """Delete the files kept for `name` under any sha256 but those in `keep`."""
+        names_dir = self.root / FILES_DIR / _component("name", name)
+        if names_dir.is_dir():
+            for entry in names_dir.iterdir():
+                if _SHA256.fullmatch(entry.name) and entry.name not in keep:
+                    log.info("removing %s: a newer version of %s replaced it", entry, name)
+                    _remove(entry)
 
     def _fetch_locked(
         self, final: Path, url: str, expected: str, progress: ProgressCallback | None
@@ -192,27 +234,46 @@ class ArtifactStore:
     def _download_and_install(
         self, target: Path, url: str, expected: str, progress: ProgressCallback | None,
         fill: Callable[[Path, Path, str], str], marked_file: str | None = None,
+        limit: Limit | None = None,
     ) -> int:
-        """Download `url` beside `target`, check its sha256, let `fill(download, staging,
-        shown_url)` put the content into a staging directory (it returns what it installed,
-        for the log), mark it and rename it into place as `target`. No temp file survives."""
+        """Download `url` beside `target`, check its sha256 and install it (`_install_download`)
+        as `target`. No temp file survives."""
         shown = redact_url(url)
-        token = secrets.token_hex(4)
-        part = target.with_name(f".download-{target.name}-{token}")
-        staging = target.with_name(f".tmp-{target.name}-{token}")
+        part = target.with_name(f".download-{target.name}-{secrets.token_hex(4)}")
         log.info("fetching %s for %s", shown, target)
         try:
-            got = download(url, part, self._options, progress)
+            got = download(url, part, self._options, progress, limit=limit or self._download_limit)
+            assert got is not None  # asked for without `unless`
             _check_sha256(got.sha256, expected, shown)
-            staging.mkdir()
-            kind = fill(part, staging, shown)
-            _write_marker(staging, expected, shown, got.size, file=marked_file)
-            _install(staging, target, token)
+            self._install_download(part, target, expected, shown, got.size, fill, marked_file)
         finally:
             part.unlink(missing_ok=True)
-            _remove(staging)  # gone already if it was installed
-        log.info("installed %s (%s, %d bytes) at %s", shown, kind, got.size, target)
         return got.size
+
+    @staticmethod
+    def _install_download(part: Path, target: Path, sha256: str, shown: str, size: int,
+                          fill: Callable[[Path, Path, str], str],
+                          marked_file: str | None = None) -> None:
+        """Let `fill(download, staging, shown_url)` put the verified download into a staging
+        directory (it returns what it installed, for the log), mark it and rename it into
+        place as `target`."""
+        staging = target.with_name(f".tmp-{target.name}-{secrets.token_hex(4)}")
+        try:
+            staging.mkdir()
+            kind = fill(part, staging, shown)
+            _write_marker(staging, sha256, shown, size, file=marked_file)
+            _install(staging, target, staging.name[-8:])
+        finally:
+            _remove(staging)  # gone already if it was installed
+        log.info("installed %s (%s, %d bytes) at %s", shown, kind, size, target)
+
+
+def _keep_as(file_name: str) -> Callable[[Path, Path, str], str]:
+    """A `fill` that keeps the download as it is, as `file_name`."""
+    def keep_as_is(part: Path, staging: Path, _shown: str) -> str:
+        os.rename(part, staging / file_name)
+        return "file"
+    return keep_as_is
 
 
 def _component(arg: str, value: str) -> str:
