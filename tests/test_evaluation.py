@@ -40,6 +40,7 @@ from jointserve.evaluation import (
 from jointserve.operator import Reconciler, ServeSettings, StatusStore
 from jointserve.protocol import LoadedModel
 from jointserve.store import ArtifactStore
+from tests._cloudserver import CloudServer
 from tests._fakes import FakeBackend
 
 NS = "default"
@@ -358,6 +359,51 @@ def test_a_joint_service_reports_cloud_ratio_and_pgr(backend: FakeBackend, store
     assert 0.05 < metrics["cloudRatio"] < 0.3
     assert metrics["edgeAccuracy"] < metrics["accuracy"] <= metrics["cloudAccuracy"] + 0.01
     assert 0.5 < metrics["pgr"] <= 1.2
+
+
+def test_a_remote_cloud_is_evaluated_over_http_like_a_local_one(
+        backend: FakeBackend, store: ArtifactStore, tmp_path: Path, example: Path,
+        split: tuple) -> None:
+    """cloudModel.url: the evaluation calls the remote server as the gateway would, and
+    measures what the same model measured in process."""
+    ds = csv_dataset(tmp_path, *split)
+    entry = model_doc(example, "digits-cloud").spec.file_for("v1")
+    assert entry is not None
+    cloud_dir = ArtifactStore(tmp_path / "remote").fetch("digits-cloud", "v1", entry.downloadURL,
+                                                          entry.sha256sum).path
+    server = CloudServer(cloud_dir, "digits-cloud", "v7")
+    try:
+        remote = {"url": server.base_url, "modelName": "digits-cloud"}
+        service = service_doc(example, evaluation={"dataset": "digits-test"}, cloudModel=remote)
+        reconciler = new_reconciler(backend, store, tmp_path / "state")
+        out = passes(reconciler, [ds, model_doc(example, "digits-edge"), service],
+                     evaluated("digits"))
+        assert condition(out["digits"], "Evaluated")[:2] == ("True", "Evaluated")
+        (metrics,) = out["digits"]["metrics"]
+        assert (metrics["version"], metrics["cloudVersion"]) == ("v1+remote", "v7")
+        assert server.request_count > 0
+
+        local = service_doc(example, evaluation={"dataset": "digits-test"})
+        in_process = passes(new_reconciler(backend, store, tmp_path / "state-local"),
+                            [ds, model_doc(example, "digits-edge"),
+                             model_doc(example, "digits-cloud"), local],
+                            evaluated("digits"))["digits"]["metrics"][0]
+        for name in ("accuracy", "cloudRatio", "edgeAccuracy", "cloudAccuracy", "pgr"):
+            assert metrics[name] == pytest.approx(in_process[name]), name
+
+        # A cloud that stops answering fails the evaluation by name; nothing is measured.
+        server.behave("error500")
+        failing = service_doc(example, evaluation={"dataset": "digits-test"},
+                              cloudModel=remote, hardExampleMining={
+                                  "name": "MaxProb", "parameters": {"threshold": 0.99}})
+        out = passes(new_reconciler(backend, store, tmp_path / "state-failing"),
+                     [ds, model_doc(example, "digits-edge"), failing], evaluated("digits"))
+        status, reason, message = condition(out["digits"], "Evaluated")
+        assert (status, reason) == ("False", "EvaluationFailed")
+        assert "the cloud model did not answer" in message
+        assert out["digits"].get("metrics", []) == []
+    finally:
+        server.stop()
 
 
 # -- model selection ----------------------------------------------------------------------------

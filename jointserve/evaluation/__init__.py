@@ -29,6 +29,7 @@ from ._run import (
     model_digest,
     predicted_labels,
     service_digest,
+    service_version,
 )
 from ._samples import MAX_IMAGE_BYTES, Samples, load_samples, read_url
 
@@ -52,5 +53,6 @@ __all__ = [
     "predicted_labels",
     "read_url",
     "service_digest",
+    "service_version",
     "voc_map",
 ]

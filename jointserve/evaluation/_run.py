@@ -3,7 +3,8 @@
     InferenceModel          samples -> the model (onnxruntime) -> predicted classes
     JointInferenceService   samples -> as an OIP request -> JointModel.infer, the gateway's own
                             hot path (preprocess, edge, HEM policy, cloud for the hard rows,
-                            postprocess) with the cloud model called in process
+                            postprocess) with the cloud model called in process (or, for
+                            cloudModel.url, over HTTP with the gateway's own client)
                             -> and each tier alone, for edgeAccuracy, cloudAccuracy and PGR
 
 The samples go in chunks of CHUNK rows, so progress can be reported and memory stays bounded;
@@ -31,7 +32,14 @@ from jointserve.api import (
     ModelMetrics,
     now_rfc3339,
 )
-from jointserve.gateway import CircuitBreaker, CloudAnswer, CloudSettings, JointModel
+from jointserve.gateway import (
+    CircuitBreaker,
+    CloudAnswer,
+    CloudCallError,
+    CloudSettings,
+    HttpCloud,
+    JointModel,
+)
 from jointserve.protocol import InferenceError, InferenceRequest, LoadedModel, RequestInput
 from jointserve.routing import build_policy
 from jointserve.runtime import Pipeline, StepInputError, TensorSpec, build_pipeline
@@ -66,12 +74,21 @@ def model_digest(evaluation: Evaluation, info: Mapping[str, object] | None) -> s
 
 def service_digest(spec: JointInferenceServiceSpec, edge_info: Mapping[str, object] | None) -> str:
     """What decides a service's evaluation besides the versions and the data: the policy,
-    the steps, the output read and the edge model's metadata."""
-    return _digest({"hem": spec.hardExampleMining.model_dump(mode="json"),
-                    "pre": [s.model_dump(mode="json") for s in spec.preprocess],
-                    "post": [s.model_dump(mode="json") for s in spec.postprocess],
-                    "output": spec.evaluation.output if spec.evaluation else None,
-                    "info": edge_info})
+    the steps, the output read, the edge model's metadata, and a remote cloud's address."""
+    settings = {"hem": spec.hardExampleMining.model_dump(mode="json"),
+                "pre": [s.model_dump(mode="json") for s in spec.preprocess],
+                "post": [s.model_dump(mode="json") for s in spec.postprocess],
+                "output": spec.evaluation.output if spec.evaluation else None,
+                "info": edge_info}
+    if spec.cloudModel.url is not None:
+        settings["remote"] = [spec.cloudModel.url, spec.cloudModel.modelName]
+    return _digest(settings)
+
+
+def service_version(edge_version: str, cloud_version: str | None) -> str:
+    """The version a service's metrics are recorded under: "<edge>+<cloud>", or for a remote
+    cloud, whose version is known only from its answers (cloudVersion), "<edge>+remote"."""
+    return f"{edge_version}+{cloud_version if cloud_version is not None else 'remote'}"
 
 
 # -- one model ------------------------------------------------------------------------------
@@ -146,20 +163,35 @@ class LocalCloud:
         return None
 
 
+# The cloud tier of an evaluated service: a model loaded here, or the OIP infer URL of a
+# remote server (cloudModel.url), called over HTTP with the gateway's own client.
+CloudTier = LoadedModel | str
+
+
 def evaluate_service(name: str, spec: JointInferenceServiceSpec, edge: LoadedModel,
-                     cloud: LoadedModel, samples: Samples, dataset: DatasetRef,
+                     cloud: CloudTier, samples: Samples, dataset: DatasetRef,
                      digest: str = "", progress: Progress | None = None) -> ModelMetrics:
     """Run the joint model of `spec` over `samples`, and each of its tiers alone. `digest`:
     `service_digest` of the settings, recorded with the metrics. Classification samples give
-    accuracy (and the rest); detection samples (VOC) give mAP@0.5."""
+    accuracy (and the rest); detection samples (VOC) give mAP@0.5. One event loop for all:
+    a remote cloud's connection pool belongs to the loop it was made on."""
+    return asyncio.run(_evaluate_service(name, spec, edge, cloud, samples, dataset, digest,
+                                         progress))
+
+
+async def _evaluate_service(name: str, spec: JointInferenceServiceSpec, edge: LoadedModel,
+                            cloud: CloudTier, samples: Samples, dataset: DatasetRef,
+                            digest: str, progress: Progress | None) -> ModelMetrics:
     evaluation = spec.evaluation or Evaluation(dataset=dataset.name)
     hem = spec.hardExampleMining
     pipeline = build_pipeline(spec.preprocess, spec.postprocess)
+    client: LocalCloud | HttpCloud = (LocalCloud(cloud) if isinstance(cloud, LoadedModel)
+                                      else HttpCloud(cloud, max_connections=4))
     joint = JointModel(
         name=name, edge=edge, policy=build_policy(hem.name, hem.parameters),
-        policy_name=hem.name, pipeline=pipeline, cloud=LocalCloud(cloud),
+        policy_name=hem.name, pipeline=pipeline, cloud=client,
         # Nothing times out or trips: every hard sample gets the cloud's answer, as it would
-        # in a healthy cluster.
+        # in a healthy cluster (a cloud that fails is an EvaluationFailed, `_joint_chunk`).
         settings=CloudSettings(3600.0, 1 << 30, CircuitBreaker(1 << 30, 0.0)),
         hem_output=hem.output)
     input_name, datatype = _request_input(pipeline, edge, samples)
@@ -170,23 +202,22 @@ def evaluate_service(name: str, spec: JointInferenceServiceSpec, edge: LoadedMod
     total, done = 3 * len(samples), 0  # joint, edge alone, cloud alone
     joint_answers: list = []
     to_cloud = 0
-    for start in range(0, len(samples), chunk):
-        rows = _chunk(samples, start, chunk)
-        answers, sent = asyncio.run(_joint_chunk(joint, input_name, datatype, rows, read))
-        joint_answers += answers
-        to_cloud += sent
-        done += len(rows)
-        _report(progress, done, total)
-    alone: dict[str, list] = {"edge": [], "cloud": []}
-    for tier, model in (("edge", edge), ("cloud", cloud)):
-        for start in range(0, len(samples), CHUNK):
-            rows = _chunk(samples, start, CHUNK)
-            alone[tier] += read(_tier_outputs(pipeline, model, input_name, rows, edge), len(rows))
+    try:
+        for start in range(0, len(samples), chunk):
+            rows = _chunk(samples, start, chunk)
+            answers, sent = await _joint_chunk(joint, input_name, datatype, rows, read)
+            joint_answers += answers
+            to_cloud += sent
             done += len(rows)
             _report(progress, done, total)
-    versions = {"edgeVersion": edge.version, "cloudVersion": cloud.version,
+        alone, cloud_version = await _tiers_alone(pipeline, edge, client, input_name, samples,
+                                                  read, lambda n: _report(progress, done + n, total))
+    finally:
+        await client.aclose()
+    versions = {"edgeVersion": edge.version, "cloudVersion": cloud_version,
                 "cloudRatio": to_cloud / len(samples)}
-    version = f"{edge.version}+{cloud.version}"
+    version = service_version(edge.version, cloud.version if isinstance(cloud, LoadedModel)
+                              else None)
     if read.detection:
         return _detection_metrics(version, dataset, samples, joint_answers, alone, digest,
                                   versions)
@@ -291,6 +322,10 @@ async def _joint_chunk(joint: JointModel, input_name: str, datatype: str, rows: 
                               f"{exc}") from None
     outputs = {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in response["outputs"]}
     parameters = response["parameters"]
+    if "fallback_reason" in parameters:
+        # The edge answered rows the cloud should have: the figures would be the edge's.
+        raise EvaluationError("EvaluationFailed", f"the cloud model did not answer: "
+                              f"{parameters['fallback_reason']}")
     tiers = parameters.get("row_tiers", [parameters["tier"]] * len(rows))
     return read(outputs, len(rows)), sum(tier == "cloud" for tier in tiers)
 
@@ -307,6 +342,47 @@ def _tier_outputs(pipeline: Pipeline, model: LoadedModel, input_name: str, rows:
     except (StepInputError, KeyError) as exc:
         raise EvaluationError("InputsRejected", f"model {model.name} {model.version} does not "
                               f"take the dataset's samples: {exc}") from None
+
+
+async def _tiers_alone(pipeline: Pipeline, edge: LoadedModel, client: LocalCloud | HttpCloud,
+                       input_name: str, samples: Samples, read: "_Reader",
+                       report: Callable[[int], None]) -> tuple[dict[str, list], str]:
+    """Each tier alone over `samples`: its predictions, and the cloud's version (a remote
+    cloud's as it answered). `report(n)`: n more samples done."""
+    alone: dict[str, list] = {"edge": [], "cloud": []}
+    cloud_version = client.model.version if isinstance(client, LocalCloud) else ""
+    done = 0
+    for tier in ("edge", "cloud"):
+        for start in range(0, len(samples), CHUNK):
+            rows = _chunk(samples, start, CHUNK)
+            if tier == "cloud" and isinstance(client, HttpCloud):
+                outputs, cloud_version = await _remote_outputs(pipeline, client, input_name,
+                                                               rows, edge)
+            else:
+                model = edge if tier == "edge" else client.model  # type: ignore[union-attr]
+                outputs = _tier_outputs(pipeline, model, input_name, rows, edge)
+            alone[tier] += read(outputs, len(rows))
+            done += len(rows)
+            report(done)
+    return alone, cloud_version
+
+
+async def _remote_outputs(pipeline: Pipeline, client: HttpCloud, input_name: str,
+                          rows: np.ndarray, edge: LoadedModel) -> tuple[Tensors, str]:
+    """The remote cloud alone on `rows`, sent what the gateway sends it (the preprocessed
+    feeds of the edge model's inputs); its outputs postprocessed, and its model version."""
+    spec = next((s for s in edge.model.inputs if s.name == input_name), None)
+    tensors = {input_name: _fitted(rows, spec, edge.name) if spec is not None else rows}
+    try:
+        feeds = pipeline.preprocess(tensors)
+        answer = await client.infer({s.name: feeds[s.name] for s in edge.model.inputs})
+        return pipeline.postprocess(dict(answer.outputs), edge.labels), answer.version
+    except CloudCallError as exc:
+        raise EvaluationError("EvaluationFailed", f"the cloud model at {client.infer_url} did "
+                              f"not answer: {exc}") from None
+    except (StepInputError, KeyError) as exc:
+        raise EvaluationError("InputsRejected", f"the cloud model at {client.infer_url} does "
+                              f"not take the dataset's samples: {exc}") from None
 
 
 # -- predictions and metrics ----------------------------------------------------------------

@@ -45,11 +45,13 @@ from jointserve.evaluation import (
     load_samples,
     model_digest,
     service_digest,
+    service_version,
 )
 from jointserve.protocol import LoadedModel
 from jointserve.store import ArtifactError, ArtifactStore
 
 from ._datasets import DatasetCounter, dataset_status, store_name
+from ._joint import remote_infer_url
 from ._serve_config import ModelApp
 
 log = logging.getLogger(__name__)
@@ -224,29 +226,40 @@ def model_job(store: ArtifactStore, key: ResourceKey, model: InferenceModel, app
 
 
 def service_job(store: ArtifactStore, key: ResourceKey, service: JointInferenceService,
-                edge: ModelApp, cloud: ModelApp, data: DatasetFile
+                edge: ModelApp, cloud: ModelApp | str, data: DatasetFile
                 ) -> tuple[EvaluationJob, tuple[str, str, str, str]]:
-    """The job evaluating `service` over its verified edge and cloud versions."""
+    """The job evaluating `service` over its verified edge version and its cloud: a verified
+    version, or the infer URL of a remote one (cloudModel.url)."""
     spec = service.spec
     evaluation = spec.evaluation
     assert evaluation is not None and data.ref is not None and data.path is not None
     assert data.dataset is not None
-    infos = [m.info.model_dump(exclude_none=True) if m.info else None for m in (edge, cloud)]
-    digest = service_digest(spec, infos[0])
+    edge_info = edge.info.model_dump(exclude_none=True) if edge.info else None
+    digest = service_digest(spec, edge_info)
     dataset_spec, path, ref = data.dataset.spec, data.path, data.ref
 
     def run(progress: Progress) -> ModelMetrics:
-        edge_model, cloud_model = (
-            LoadedModel.load(m.model_name, m.version, store.path_for(m.model_name, m.version), i)
-            for m, i in zip((edge, cloud), infos))
+        edge_model = _load(store, edge)
+        cloud_tier = cloud if isinstance(cloud, str) else _load(store, cloud)
         samples = load_samples(path, dataset_spec)
-        return evaluate_service(key[2], spec, edge_model, cloud_model, samples, ref, digest,
+        return evaluate_service(key[2], spec, edge_model, cloud_tier, samples, ref, digest,
                                 progress)
 
-    version = f"{edge.version}+{cloud.version}"
-    label = f"{edge.model_name} {edge.version} + {cloud.model_name} {cloud.version} on {evaluation.dataset}"
-    identity = (key, edge.version, edge.sha256, cloud.version, cloud.sha256, ref.sha256, digest)
+    if isinstance(cloud, str):
+        version, cloud_id, cloud_label = service_version(edge.version, None), (cloud,), cloud
+    else:
+        version = service_version(edge.version, cloud.version)
+        cloud_id = (cloud.version, cloud.sha256)
+        cloud_label = f"{cloud.model_name} {cloud.version}"
+    label = f"{edge.model_name} {edge.version} + {cloud_label} on {evaluation.dataset}"
+    identity = (key, edge.version, edge.sha256, *cloud_id, ref.sha256, digest)
     return EvaluationJob(identity, label, run), (version, ref.name, ref.sha256, digest)
+
+
+def _load(store: ArtifactStore, app: ModelApp) -> LoadedModel:
+    info = app.info.model_dump(exclude_none=True) if app.info else None
+    return LoadedModel.load(app.model_name, app.version,
+                            store.path_for(app.model_name, app.version), info)
 
 
 # -- into the status ------------------------------------------------------------------------
@@ -311,10 +324,11 @@ def evaluate_once(resources: Mapping[ResourceKey, object], target: ResourceKey,
     if isinstance(resource, InferenceModel):
         job, _ = model_job(store, target, resource, _fetched(store, resource), data)
     else:
-        edge, cloud = (_model_named(resources, namespace, ref.name, role) for ref, role in
-                       ((resource.spec.edgeModel, "edgeModel"), (resource.spec.cloudModel, "cloudModel")))
-        job, _ = service_job(store, target, resource, _fetched(store, edge), _fetched(store, cloud),
-                             data)
+        edge = _model_named(resources, namespace, resource.spec.edgeModel.name, "edgeModel")
+        cloud_ref = resource.spec.cloudModel
+        cloud = (remote_infer_url(cloud_ref) if cloud_ref.url is not None else _fetched(
+            store, _model_named(resources, namespace, cloud_ref.name, "cloudModel")))
+        job, _ = service_job(store, target, resource, _fetched(store, edge), cloud, data)
     return job.run(progress or (lambda _done, _total: None))
 
 
@@ -323,8 +337,7 @@ def _model_named(resources: Mapping[ResourceKey, object], namespace: str, name: 
     model = resources.get((InferenceModel.KIND, namespace, name or ""))
     if not isinstance(model, InferenceModel):
         raise EvaluationError(Reason.NOT_EVALUABLE, f"{role} {name!r}: no InferenceModel of that "
-                              f"name in namespace {namespace} (a remote cloudModel.url is not "
-                              "evaluated)")
+                              f"name in namespace {namespace}")
     return model
 
 

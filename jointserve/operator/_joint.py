@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from jointserve.api import (
+    CloudModelRef,
     ConditionType,
     InferenceModel,
     JointInferenceService,
@@ -106,6 +107,12 @@ def plan_service(key: ResourceKey, service: JointInferenceService,
     return JointPlan(app, None, cloud_problem)
 
 
+def remote_infer_url(ref: CloudModelRef) -> str:
+    """The OIP infer URL of a remote cloud model (`cloudModel.url` + `modelName`)."""
+    assert ref.url is not None
+    return f"{ref.url.rstrip('/')}{route_prefix(ref.modelName or '')}/infer"
+
+
 def _cloud_target(namespace: str, service: JointInferenceService,
                   models: Mapping[ResourceKey, InferenceModel],
                   verified: Mapping[ResourceKey, ModelApp | None],
@@ -113,7 +120,7 @@ def _cloud_target(namespace: str, service: JointInferenceService,
                   deleting: Collection[ResourceKey]) -> tuple[CloudTarget, CloudResolution]:
     ref = service.spec.cloudModel
     if ref.url is not None:
-        url = f"{ref.url.rstrip('/')}{route_prefix(ref.modelName or '')}/infer"
+        url = remote_infer_url(ref)
         return (CloudTarget(transport="http", infer_url=url),
                 CloudResolution(Reason.CLOUD_REMOTE, f"remote model at {url}"))
     cloud_key = (InferenceModel.KIND, namespace, ref.name or "")

@@ -58,7 +58,14 @@ from ._evaluations import (
     not_evaluable,
     service_job,
 )
-from ._joint import CloudResolution, JointPlan, Problem, plan_service, service_status
+from ._joint import (
+    CloudResolution,
+    JointPlan,
+    Problem,
+    plan_service,
+    remote_infer_url,
+    service_status,
+)
 from ._ray import AppState
 from ._retry import settled, with_backoff
 from ._selection import Candidate, choose
@@ -393,11 +400,12 @@ class Reconciler:
         spec = service.spec
         if spec.evaluation is None:
             return []
+        cloud: ModelApp | str | None
         if spec.cloudModel.url is not None:
-            return [not_evaluable(Reason.NOT_EVALUABLE, "cloudModel.url: the operator evaluates "
-                                  "the models it verified; a remote cloud is not evaluated")]
-        cloud_plan = plans.get((InferenceModel.KIND, key[1], spec.cloudModel.name or ""))
-        cloud = cloud_plan.verified if cloud_plan is not None else None
+            cloud = remote_infer_url(spec.cloudModel)  # called over HTTP, as the gateway does
+        else:
+            cloud_plan = plans.get((InferenceModel.KIND, key[1], spec.cloudModel.name or ""))
+            cloud = cloud_plan.verified if cloud_plan is not None else None
         if plan.app is None or cloud is None:
             return [not_evaluable(Reason.NOT_EVALUABLE, "the edge and cloud models need verified "
                                   "versions before the service can be evaluated")]
