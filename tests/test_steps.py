@@ -11,7 +11,7 @@ from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
 from jointserve.api import PostStep, PreStep, crd_for, describe_errors
-from jointserve.runtime import Pipeline, StepInputError, build_pipeline, nms_indices
+from jointserve.runtime import Pipeline, StepInputError, TensorSpec, build_pipeline, nms_indices
 
 # -- spec ---------------------------------------------------------------------------------------
 
@@ -265,6 +265,19 @@ def test_decode_then_normalize_flat_for_an_mlp() -> None:
     out = pipeline.preprocess({"image": _bytes_tensor(_encode(white, "PNG"))})
     assert pipeline.request_inputs() == frozenset({"image"})
     np.testing.assert_allclose(out["input"], np.full((1, 64), 16.0), rtol=1e-6)
+
+
+def test_client_inputs_name_what_a_client_sends() -> None:
+    """OIP metadata of a service with steps: the tensor a step decodes replaces the model
+    input it makes; other model inputs stay as the model declares them."""
+    pipeline = _pipeline([{"imageDecode": {**DECODE, "mode": "L", "layout": "flat",
+                                           "width": 8, "height": 8}}])
+    model_inputs = [TensorSpec("input", "FP32", (-1, 64), np.dtype(np.float32)),
+                    TensorSpec("scale", "FP32", (-1, 1), np.dtype(np.float32))]
+    sent = pipeline.client_inputs(model_inputs)
+    assert [(t.name, t.datatype, t.shape) for t in sent] == [
+        ("image", "BYTES", (-1,)), ("scale", "FP32", (-1, 1))]
+    assert _pipeline().client_inputs(model_inputs) == model_inputs
 
 
 def test_softmax_sums_to_one_and_survives_large_logits() -> None:

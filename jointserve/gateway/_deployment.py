@@ -185,7 +185,8 @@ class JointGateway(ListenerReplica):
         if path == "":
             require_method(request, "GET")
             joint = _configured(joint, self.service)
-            meta = metadata(joint.edge).model_dump(exclude_none=True)
+            inputs = joint.pipeline.client_inputs(joint.edge.model.inputs)
+            meta = metadata(joint.edge, inputs).model_dump(exclude_none=True)
             meta["name"] = self.service
             meta["platform"] = "jointserve"
             meta.setdefault("parameters", {})["hem_policy"] = joint.policy_name

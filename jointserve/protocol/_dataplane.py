@@ -381,14 +381,15 @@ def encode_output(name: str, array: np.ndarray) -> dict[str, Any]:
     return output
 
 
-def metadata(loaded: LoadedModel) -> ModelMetadata:
-    """OIP model metadata (GET /v2/models/<name>)."""
+def metadata(loaded: LoadedModel, inputs: Sequence[TensorSpec] | None = None) -> ModelMetadata:
+    """OIP model metadata (GET /v2/models/<name>). `inputs`: what a client sends instead of
+    the model's own inputs (a service whose steps decode images)."""
     model = loaded.model
     return ModelMetadata(
         name=loaded.name,
         versions=[loaded.version],
         platform=PLATFORM,
-        inputs=[_tensor_metadata(spec) for spec in model.inputs],
+        inputs=[_tensor_metadata(spec) for spec in (model.inputs if inputs is None else inputs)],
         outputs=[_tensor_metadata(spec) for spec in model.outputs],
         parameters=dict(loaded.info) or None,
     )

@@ -21,6 +21,8 @@ from PIL import Image, UnidentifiedImageError
 
 from jointserve.api import ImageDecode, Nms, Normalize, PostStep, PreStep, Softmax, TopK
 
+from ._onnx import TensorSpec
+
 # Decoded images larger than this are refused before their pixels are decoded: a few KB of
 # PNG can declare gigapixels (a decompression bomb). 40 MP covers any camera photo; pillow's
 # own guard (warning at ~89 MP, error at twice that) is process-global and too lax for a server.
@@ -46,10 +48,12 @@ class StepInputError(ValueError):
 class Pipeline:
     """Compiled steps of one service; immutable and safe to share between threads."""
 
-    def __init__(self, pre: Sequence[Run], post: Sequence[Run], consumed: frozenset[str]) -> None:
+    def __init__(self, pre: Sequence[Run], post: Sequence[Run], consumed: frozenset[str],
+                 produced: frozenset[str] = frozenset()) -> None:
         self._pre = tuple(pre)
         self._post = tuple(post)
         self._consumed = consumed
+        self._produced = produced
 
     @property
     def empty(self) -> bool:
@@ -59,6 +63,13 @@ class Pipeline:
     def request_inputs(self) -> frozenset[str]:
         """Request tensors the preprocess steps decode themselves (not model inputs as sent)."""
         return self._consumed
+
+    def client_inputs(self, model_inputs: Sequence[TensorSpec]) -> list[TensorSpec]:
+        """What a client sends, for OIP metadata: each tensor a step decodes (BYTES, one
+        encoded item per sample), then the model inputs no step makes."""
+        sent = [TensorSpec(name, "BYTES", (-1,), np.dtype(object))
+                for name in sorted(self._consumed)]
+        return sent + [spec for spec in model_inputs if spec.name not in self._produced]
 
     def preprocess(self, feeds: Mapping[str, np.ndarray]) -> Tensors:
         """Request tensors -> model feeds, as a new dict; StepInputError on bad input."""
@@ -99,7 +110,7 @@ def build_pipeline(pre: Sequence[PreStep], post: Sequence[PostStep]) -> Pipeline
             post_steps.append(_top_k(where, post_step.topK))
         elif post_step.nms is not None:
             post_steps.append(_nms(where, post_step.nms))
-    return Pipeline(pre_steps, post_steps, frozenset(consumed))
+    return Pipeline(pre_steps, post_steps, frozenset(consumed), frozenset(produced))
 
 
 def _tensor(tensors: Tensors, where: str, role: str, name: str) -> np.ndarray:
