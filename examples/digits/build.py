@@ -19,13 +19,10 @@ the InferenceModels and the JointInferenceServices evaluate on (`spec.evaluation
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import io
 import json
-import os
 import sys
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from jointserve.api import kube_yaml
+from jointserve.store import pack_tar_gz as tar_gz
+from jointserve.store import write_atomic
 
 # scikit-learn, skl2onnx and onnxruntime are imported inside the functions that use them:
 # they take ~2 s to import, and the up-to-date check should answer in a blink.
@@ -167,30 +166,6 @@ def onnx_labels(model: bytes, X: np.ndarray) -> np.ndarray:
 
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     return session.run(["label"], {"input": X})[0]
-
-
-def tar_gz(files: dict[str, bytes]) -> bytes:
-    """A byte-for-byte reproducible tar.gz: sorted members, no times, owners or file name."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name in sorted(files):
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(files[name]), 0, 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(files[name]))
-    packed = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0, compresslevel=9) as gz:
-        gz.write(raw.getvalue())
-    return packed.getvalue()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file and rename: a watching operator or file server never sees half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def manifest_yaml(model_name: str, artifacts: list[Artifact]) -> str:
