@@ -7,6 +7,7 @@ its own, so counters and faults never leak between tests, and removes them after
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import subprocess
@@ -15,6 +16,7 @@ import tarfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +305,22 @@ def test_remote_cloud_over_http_and_its_faults(harness, services, example):
 def test_edge_version_switch_under_load_fails_no_joint_request(harness, services, edge_on_v1, samples):
     name = _serve(harness, services, "digits-switch")
     X, _ = samples
+    with _under_load(harness, name, X, clients=3) as results:
+        edge_on_v1["spec"]["targetVersion"] = "v2"
+        harness.write(edge_on_v1)
+        harness.wait_for(lambda: harness.status(name, JIS).get("edgeVersion") == "v2",
+                         "gateway on edge v2")
+        harness.wait_for(lambda: any(v == "v2" for _, v in results[-20:]), "answers from edge v2")
+    assert [r for r in results if r[0] != 200] == []
+    assert {v for _, v in results} == {"v1", "v2"}
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _under_load(harness, name: str, X, clients: int) -> Iterator[list[tuple[int, str]]]:
+    """`clients` threads sending the rows of X to service `name` one request after another
+    until the block ends; yields the (status, edge_model_version) of every answer so far."""
     stop = threading.Event()
     results: list[tuple[int, str]] = []
 
@@ -312,23 +330,18 @@ def test_edge_version_switch_under_load_fails_no_joint_request(harness, services
             response = harness.infer(name, _body(X[i % len(X)]))
             version = response.json().get("parameters", {}).get("edge_model_version", "")
             results.append((response.status_code, version))
-            i += 3
+            i += clients
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for t in threads:
         t.start()
-    edge_on_v1["spec"]["targetVersion"] = "v2"
-    harness.write(edge_on_v1)
-    harness.wait_for(lambda: harness.status(name, JIS).get("edgeVersion") == "v2", "gateway on edge v2")
-    harness.wait_for(lambda: any(v == "v2" for _, v in results[-20:]), "answers from edge v2")
-    stop.set()
-    for t in threads:
-        t.join()
-    assert [r for r in results if r[0] != 200] == []
-    assert {v for _, v in results} == {"v1", "v2"}
+    try:
+        yield results
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
 
-
-# -- helpers ----------------------------------------------------------------------------------
 
 def _tar_gz(path: Path, members: dict[str, bytes]) -> Path:
     with tarfile.open(path, "w:gz") as tar:
@@ -390,27 +403,11 @@ def test_a_better_model_appearing_is_selected_without_failing_a_request(
     weak = harness.status("cand-weak")["metrics"][0]
     assert weak["dataset"] == "selection-test" and weak["version"] == "v1"
 
-    stop = threading.Event()
-    results: list[tuple[int, str]] = []
-
-    def client(offset: int) -> None:
-        i = offset
-        while not stop.is_set():
-            response = harness.infer(name, _body(X[i % len(X)]))
-            results.append((response.status_code,
-                            response.json().get("parameters", {}).get("edge_model_version", "")))
-            i += 2
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-    _edge_candidate(harness, services, "cand-strong", "v2")  # a better model appears
-    harness.wait_for(lambda: harness.status(name, JIS).get("edgeVersion") == "v2",
-                     "the service on the better candidate")
-    harness.wait_for(lambda: any(v == "v2" for _, v in results[-20:]), "answers from it")
-    stop.set()
-    for t in threads:
-        t.join()
+    with _under_load(harness, name, X, clients=2) as results:
+        _edge_candidate(harness, services, "cand-strong", "v2")  # a better model appears
+        harness.wait_for(lambda: harness.status(name, JIS).get("edgeVersion") == "v2",
+                         "the service on the better candidate")
+        harness.wait_for(lambda: any(v == "v2" for _, v in results[-20:]), "answers from it")
     choice = harness.status(name, JIS)["selection"]["edge"]
     assert choice["model"] == "cand-strong" and "best of 2" in choice["reason"], choice
     assert [r for r in results if r[0] != 200] == []
