@@ -410,8 +410,27 @@ def _service_row(resource: dict, status: dict) -> list[str]:
         f"{status.get('uploadCloudRatio', 0.0):.3f}",
         str(status.get("fallbackNumber", 0)),
         *_evaluation_cells(status, "accuracy", "cloudRatio", "pgr"),
+        _budget_cell(spec, status),
         status.get("url") or "-",
     ]
+
+
+def _budget_cell(spec: dict, status: dict) -> str:
+    """hardExampleMining.budget: the share asked for and the cut that meets it, or where
+    its calibration stands."""
+    budget = spec["hardExampleMining"].get("budget")
+    if budget is None:
+        return "-"
+    cond = next((c for c in status.get("conditions", [])
+                 if c["type"] == ConditionType.CALIBRATED), None)
+    calibration = status.get("calibration")
+    if cond is not None and cond["status"] == "Unknown":
+        return f"{budget['cloudRatio']:.0%}:" + cond.get("message", "").rpartition(": ")[2].replace(" ", "")
+    if cond is not None and cond["status"] == "False":
+        return f"{budget['cloudRatio']:.0%}:{cond['reason']}"
+    if calibration is None:
+        return f"{budget['cloudRatio']:.0%}"
+    return f"{budget['cloudRatio']:.0%}@{calibration['threshold']:.4g}"
 
 
 def _dataset_row(resource: dict, status: dict) -> list[str]:
@@ -437,7 +456,7 @@ _GET_TABLES = {
                         "ACCURACY", "F1", "EVALUATION", "URL"], _model_row),
     "JointInferenceService": (["NAME", "EDGE", "CLOUD", "HEM", "READY", "REASON", "INFERENCES",
                                "HARD", "UPLOAD-RATIO", "FALLBACKS", "ACC/MAP50", "CLOUD-RATIO",
-                               "PGR", "EVALUATION", "URL"], _service_row),
+                               "PGR", "EVALUATION", "BUDGET", "URL"], _service_row),
     "Dataset": (["NAME", "FORMAT", "SAMPLES", "CLASSES", "READY", "REASON"], _dataset_row),
 }
 

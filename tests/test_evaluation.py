@@ -246,12 +246,17 @@ def passes(reconciler: Reconciler, resources: list, until: Any, limit_s: float =
         time.sleep(0.05)
 
 
-def evaluated(name: str) -> Any:
+def settled(name: str, type_: str) -> Any:
+    """A `passes` goal: `name`'s condition `type_` is there and no longer Unknown."""
     def done(statuses: dict) -> bool:
-        cond = next((c for c in statuses[name].get("conditions", []) if c["type"] == "Evaluated"),
+        cond = next((c for c in statuses[name].get("conditions", []) if c["type"] == type_),
                     None)
         return cond is not None and cond["status"] != "Unknown"
     return done
+
+
+def evaluated(name: str) -> Any:
+    return settled(name, "Evaluated")
 
 
 def condition(status: dict, type_: str) -> tuple[str, str, str]:
@@ -404,6 +409,81 @@ def test_a_remote_cloud_is_evaluated_over_http_like_a_local_one(
         assert out["digits"].get("metrics", []) == []
     finally:
         server.stop()
+
+
+# -- offload budget (hardExampleMining.budget) ---------------------------------------------------
+
+
+def gateway_config(backend: FakeBackend, service: str) -> dict:
+    """The user_config the last applied Serve config gives `service`'s gateway replicas."""
+    (app,) = [a for a in backend.config["applications"] if a["name"].endswith(service)]
+    return app["deployments"][0]["user_config"]
+
+
+def calibrated_of(name: str) -> Any:
+    return settled(name, "Calibrated")
+
+
+def test_a_budget_is_calibrated_and_the_gateway_gets_the_cut(
+        backend: FakeBackend, store: ArtifactStore, tmp_path: Path, example: Path,
+        split: tuple, capsys: pytest.CaptureFixture) -> None:
+    ds = csv_dataset(tmp_path, *split)
+    service = service_doc(example, evaluation={"dataset": "digits-test"}, hardExampleMining={
+        "name": "MaxProb", "parameters": {"threshold": 0.6}, "output": "probabilities",
+        "budget": {"cloudRatio": 0.3, "dataset": "digits-test"}})
+    reconciler = new_reconciler(backend, store, tmp_path / "state")
+    resources = [ds, model_doc(example, "digits-edge"), model_doc(example, "digits-cloud"), service]
+    # Before the calibration the gateway judges by the policy's own threshold.
+    first = passes(reconciler, resources, lambda s: True)
+    assert "calibration" not in gateway_config(backend, "digits")
+    assert condition(first["digits"], "Calibrated")[:2] == ("Unknown", "Calibrating")
+
+    out = passes(reconciler, resources, lambda s: calibrated_of("digits")(s)
+                 and s["digits"]["metrics"][0]["settingsDigest"] != "" and evaluated("digits")(s)
+                 and "calibration" in gateway_config(backend, "digits"))
+    calibration = out["digits"]["calibration"]
+    n = len(split[1])
+    assert condition(out["digits"], "Calibrated")[:2] == ("True", "Calibrated")
+    assert calibration["cloudRatio"] == pytest.approx(round(0.3 * n) / n)
+    assert calibration["edgeAccuracy"] < calibration["accuracy"] <= calibration["cloudAccuracy"]
+    assert (calibration["policy"], calibration["budget"]) == ("MaxProb", 0.3)
+    # The gateway replicas get the cut in their user_config (a reconfigure, no restart).
+    assert gateway_config(backend, "digits")["calibration"]["threshold"] == calibration["threshold"]
+    # The service's evaluation, once it runs with the cut, sends the budgeted share.
+    passes(reconciler, resources, lambda s: abs(s["digits"]["metrics"][0]["cloudRatio"] - 0.3) < 0.02)
+    assert main(["get", "jis", "--state-dir", str(tmp_path / "state")]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[-2:] == ["BUDGET", "URL"]
+    assert row.split()[-2] == f"30%@{calibration['threshold']:.4g}"
+
+
+def test_tied_scores_still_meet_the_budget(backend: FakeBackend, store: ArtifactStore,
+                                           tmp_path: Path, example: Path, split: tuple) -> None:
+    """CloudOnly scores every input 1.0: all tied. The cut sends a fifth of them, at random."""
+    ds = csv_dataset(tmp_path, *split)
+    service = service_doc(example, evaluation={"dataset": "digits-test"}, hardExampleMining={
+        "name": "CloudOnly", "budget": {"cloudRatio": 0.2, "dataset": "digits-test"}})
+    reconciler = new_reconciler(backend, store, tmp_path / "state")
+    resources = [ds, model_doc(example, "digits-edge"), model_doc(example, "digits-cloud"), service]
+    out = passes(reconciler, resources, lambda s: calibrated_of("digits")(s) and evaluated("digits")(s)
+                 and s["digits"]["metrics"][0]["cloudRatio"] < 0.5)
+    calibration = out["digits"]["calibration"]
+    assert (calibration["threshold"], calibration["distinctScores"]) == (1.0, 1)
+    assert calibration["atThreshold"] == pytest.approx(0.2, abs=1 / len(split[1]))
+    assert abs(out["digits"]["metrics"][0]["cloudRatio"] - 0.2) < 0.05
+
+
+def test_a_budget_on_a_missing_dataset_is_named(backend: FakeBackend, store: ArtifactStore,
+                                                tmp_path: Path, example: Path) -> None:
+    service = service_doc(example, hardExampleMining={
+        "name": "MaxProb", "budget": {"cloudRatio": 0.2, "dataset": "nowhere"}})
+    reconciler = new_reconciler(backend, store, tmp_path / "state")
+    out = passes(reconciler, [model_doc(example, "digits-edge"), model_doc(example, "digits-cloud"),
+                              service], calibrated_of("digits"))
+    status, reason, message = condition(out["digits"], "Calibrated")
+    assert (status, reason) == ("False", "DatasetNotFound") and "nowhere" in message
+    assert "calibration" not in gateway_config(backend, "digits")
+    assert condition(out["digits"], "Ready")[0] == "True"  # served on the policy's threshold
 
 
 # -- model selection ----------------------------------------------------------------------------

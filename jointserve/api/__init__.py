@@ -5,6 +5,7 @@ Pydantic models are the one source of truth: YAML files are validated with them,
 CRDs in deploy/crds/ are generated from them (`jointserve crds`).
 """
 
+from ._budget import Calibration, OffloadBudget
 from ._common import (
     API_GROUP,
     API_VERSION,
@@ -46,6 +47,7 @@ from ._inference_model import (
 )
 from ._joint_service import (
     CloudModelRef,
+    HardExampleMining,
     JointInferenceService,
     JointInferenceServiceSpec,
     JointInferenceServiceStatus,
@@ -67,6 +69,7 @@ __all__ = [
     "API_GROUP",
     "API_VERSION",
     "Autoscaling",
+    "Calibration",
     "DATASET_FORMATS",
     "KINDS",
     "CloudModelRef",
@@ -88,6 +91,7 @@ __all__ = [
     "InferenceModel",
     "InferenceModelSpec",
     "InferenceModelStatus",
+    "HardExampleMining",
     "JointInferenceService",
     "JointInferenceServiceSpec",
     "JointInferenceServiceStatus",
@@ -97,6 +101,7 @@ __all__ = [
     "MetricName",
     "ModelChoice",
     "ModelSelector",
+    "OffloadBudget",
     "Nms",
     "RankBy",
     "Selection",

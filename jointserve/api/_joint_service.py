@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from jointserve.routing import POLICIES, build_policy
 
+from ._budget import Calibration, OffloadBudget
 from ._common import API_VERSION, Autoscaling, Condition, DnsName, ObjectMeta, Strict
 from ._evaluation import MAX_METRICS, Evaluation, ModelMetrics
 from ._inference_model import MODEL_NAME_PATTERN
@@ -97,6 +98,9 @@ class HardExampleMining(Strict):
     # The edge output the policy judges, after postprocess (probabilities, detections...);
     # default: the edge model's last output.
     output: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    # Send this share of inputs to the cloud, the policy's score cut where a Dataset says
+    # (status.calibration); the policy's own threshold applies until it is calibrated.
+    budget: OffloadBudget | None = None
 
     @model_validator(mode="after")
     def _policy_builds(self) -> "HardExampleMining":
@@ -184,6 +188,8 @@ class JointInferenceServiceStatus(ServiceCounters):
     metrics: list[ModelMetrics] = Field(default_factory=list, max_length=MAX_METRICS)
     # The models chosen for the tiers that have a selector, and why.
     selection: Selection | None = None
+    # hardExampleMining.budget: the cut the gateway applies, and what it gave on the Dataset.
+    calibration: Calibration | None = None
 
 
 # The Ready condition in a printer column's JSONPath.
@@ -208,6 +214,10 @@ class JointInferenceService(Strict):
         {"name": "CLOUD%", "type": "number", "priority": 1,
          "jsonPath": ".status.metrics[0].cloudRatio"},
         {"name": "PGR", "type": "number", "priority": 1, "jsonPath": ".status.metrics[0].pgr"},
+        {"name": "BUDGET", "type": "number", "priority": 1,
+         "jsonPath": ".spec.hardExampleMining.budget.cloudRatio"},
+        {"name": "CUT", "type": "number", "priority": 1,
+         "jsonPath": ".status.calibration.threshold"},
         {"name": "URL", "type": "string", "jsonPath": ".status.url"},
         {"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "MESSAGE", "type": "string", "priority": 1, "jsonPath": _READY + ".message"},

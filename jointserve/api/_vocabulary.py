@@ -29,6 +29,7 @@ class ConditionType(StrEnum):
     PROGRESSING = "Progressing"
     CLOUD_MODEL_READY = "CloudModelReady"  # JointInferenceService
     EVALUATED = "Evaluated"  # spec.evaluation
+    CALIBRATED = "Calibrated"  # hardExampleMining.budget
 
 
 class Reason(StrEnum):
@@ -69,6 +70,8 @@ class Reason(StrEnum):
     # Evaluated
     EVALUATED = "Evaluated"
     EVALUATING = "Evaluating"
+    CALIBRATED = "Calibrated"
+    CALIBRATING = "Calibrating"
     DATASET_NOT_FOUND = "DatasetNotFound"
     DATASET_NOT_READY = "DatasetNotReady"
     INPUTS_REJECTED = "InputsRejected"  # the model does not take the dataset's samples

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jointserve.api import JointInferenceServiceSpec, ModelInfo
+from jointserve.api import Calibration, JointInferenceServiceSpec, ModelInfo
 
 
 class _UserConfig(BaseModel):
@@ -69,6 +69,9 @@ class GatewayConfig(_UserConfig):
     edge_info: ModelInfo | None = None  # the edge InferenceModel's spec.metadata
     cloud: CloudTarget
     spec: JointInferenceServiceSpec
+    # hardExampleMining.budget: the cut of the policy's score to apply instead of its own
+    # threshold (the service's status.calibration, once there is one).
+    calibration: Calibration | None = None
 
 
 class ServerConfig(_UserConfig):

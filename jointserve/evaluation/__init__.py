@@ -4,12 +4,15 @@
     evaluate_model(model, samples, ...)     one InferenceModel version -> ModelMetrics
     evaluate_service(name, spec, ...)       a JointInferenceService's hot path (JointModel),
                                             edge and cloud alone -> ModelMetrics with PGR
+    calibrate_service(name, spec, ...)      the cut of the policy's score that meets
+                                            hardExampleMining.budget -> Calibration
     classification_metrics / voc_map        the numbers themselves (pure numpy)
 
 The operator runs these in a worker thread for spec.evaluation (jointserve.operator), and
 `jointserve evaluate` runs them once from the command line. Nothing here serves traffic.
 """
 
+from ._calibration import calibrate_service, calibration_digest, cutoff_of
 from ._errors import EvaluationError
 from ._metrics import (
     ClassificationMetrics,
@@ -44,7 +47,10 @@ __all__ = [
     "GroundTruthBox",
     "LocalCloud",
     "Samples",
+    "calibrate_service",
+    "calibration_digest",
     "classification_metrics",
+    "cutoff_of",
     "evaluate_model",
     "evaluate_service",
     "load_samples",

@@ -41,7 +41,7 @@ from jointserve.gateway import (
     JointModel,
 )
 from jointserve.protocol import InferenceError, InferenceRequest, LoadedModel, RequestInput
-from jointserve.routing import build_policy
+from jointserve.routing import Budgeted, Cutoff, HemPolicy, build_policy
 from jointserve.runtime import Pipeline, StepInputError, TensorSpec, build_pipeline
 
 from ._errors import EvaluationError
@@ -61,7 +61,8 @@ class DatasetRef:
     sha256: str
 
 
-def _digest(settings: Mapping[str, object]) -> str:
+def settings_digest(settings: Mapping[str, object]) -> str:
+    """A short digest of the settings that decide a result, as recorded with it."""
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -69,12 +70,14 @@ def _digest(settings: Mapping[str, object]) -> str:
 def model_digest(evaluation: Evaluation, info: Mapping[str, object] | None) -> str:
     """What decides a model's evaluation besides its version and the data: the output read
     and the resource's metadata (its labels name the classes)."""
-    return _digest({"output": evaluation.output, "info": info})
+    return settings_digest({"output": evaluation.output, "info": info})
 
 
-def service_digest(spec: JointInferenceServiceSpec, edge_info: Mapping[str, object] | None) -> str:
+def service_digest(spec: JointInferenceServiceSpec, edge_info: Mapping[str, object] | None,
+                   cutoff: Cutoff | None = None) -> str:
     """What decides a service's evaluation besides the versions and the data: the policy,
-    the steps, the output read, the edge model's metadata, and a remote cloud's address."""
+    the steps, the output read, the edge model's metadata, a remote cloud's address, and the
+    calibrated cut the policy's score is judged by."""
     settings = {"hem": spec.hardExampleMining.model_dump(mode="json"),
                 "pre": [s.model_dump(mode="json") for s in spec.preprocess],
                 "post": [s.model_dump(mode="json") for s in spec.postprocess],
@@ -82,7 +85,9 @@ def service_digest(spec: JointInferenceServiceSpec, edge_info: Mapping[str, obje
                 "info": edge_info}
     if spec.cloudModel.url is not None:
         settings["remote"] = [spec.cloudModel.url, spec.cloudModel.modelName]
-    return _digest(settings)
+    if cutoff is not None:
+        settings["cutoff"] = [cutoff.threshold, cutoff.at_threshold]
+    return settings_digest(settings)
 
 
 def service_version(edge_version: str, cloud_version: str | None) -> str:
@@ -170,26 +175,65 @@ CloudTier = LoadedModel | str
 
 def evaluate_service(name: str, spec: JointInferenceServiceSpec, edge: LoadedModel,
                      cloud: CloudTier, samples: Samples, dataset: DatasetRef,
-                     digest: str = "", progress: Progress | None = None) -> ModelMetrics:
+                     digest: str = "", progress: Progress | None = None,
+                     cutoff: Cutoff | None = None) -> ModelMetrics:
     """Run the joint model of `spec` over `samples`, and each of its tiers alone. `digest`:
-    `service_digest` of the settings, recorded with the metrics. Classification samples give
-    accuracy (and the rest); detection samples (VOC) give mAP@0.5. One event loop for all:
-    a remote cloud's connection pool belongs to the loop it was made on."""
-    return asyncio.run(_evaluate_service(name, spec, edge, cloud, samples, dataset, digest,
-                                         progress))
+    `service_digest` of the settings, recorded with the metrics; `cutoff`: a calibrated cut
+    of the policy's score (status.calibration), applied as the gateway applies it (with
+    fixed draws for ties, so the figures repeat). Classification samples give accuracy (and
+    the rest); detection samples (VOC) give mAP@0.5."""
+    hem = spec.hardExampleMining
+    policy = build_policy(hem.name, hem.parameters)
+    if cutoff is not None:
+        policy = Budgeted(policy, cutoff, seed=0)
+    run = run_service(name, spec, edge, cloud, samples, dataset, policy, progress)
+    versions = {"edgeVersion": edge.version, "cloudVersion": run.cloud_version,
+                "cloudRatio": run.to_cloud / len(samples)}
+    version = service_version(edge.version, cloud.version if isinstance(cloud, LoadedModel)
+                              else None)
+    if run.detection:
+        return _detection_metrics(version, dataset, samples, run.joint, run.alone, digest,
+                                  versions)
+    scores = classification_metrics(samples.labels, run.joint)
+    edge_acc = classification_metrics(samples.labels, run.alone["edge"]).accuracy
+    cloud_acc = classification_metrics(samples.labels, run.alone["cloud"]).accuracy
+    return _metrics(version, dataset, scores, digest).model_copy(update={
+        **versions, "edgeAccuracy": edge_acc, "cloudAccuracy": cloud_acc,
+        "pgr": pgr(scores.accuracy, edge_acc, cloud_acc)})
 
 
-async def _evaluate_service(name: str, spec: JointInferenceServiceSpec, edge: LoadedModel,
-                            cloud: CloudTier, samples: Samples, dataset: DatasetRef,
-                            digest: str, progress: Progress | None) -> ModelMetrics:
+@dataclass
+class ServiceRun:
+    """What one pass of a service over a dataset saw, per sample."""
+
+    joint: list  # the joint model's predictions (class names, or detected boxes)
+    scores: list[float]  # the policy's score of each sample (higher = harder)
+    to_cloud: int  # samples the cloud answered
+    alone: dict[str, list]  # "edge" / "cloud": each tier's predictions alone
+    cloud_version: str  # as the cloud answered (a remote one's own version)
+    detection: bool
+
+
+def run_service(name: str, spec: JointInferenceServiceSpec, edge: LoadedModel,
+                cloud: CloudTier, samples: Samples, dataset: DatasetRef, policy: HemPolicy,
+                progress: Progress | None = None) -> ServiceRun:
+    """`samples` through the gateway's JointModel with `policy`, then each tier alone. One
+    event loop for all: a remote cloud's connection pool belongs to the loop it was made on."""
+    return asyncio.run(_run_service(name, spec, edge, cloud, samples, dataset, policy,
+                                    progress))
+
+
+async def _run_service(name: str, spec: JointInferenceServiceSpec, edge: LoadedModel,
+                       cloud: CloudTier, samples: Samples, dataset: DatasetRef,
+                       policy: HemPolicy, progress: Progress | None) -> ServiceRun:
     evaluation = spec.evaluation or Evaluation(dataset=dataset.name)
     hem = spec.hardExampleMining
     pipeline = build_pipeline(spec.preprocess, spec.postprocess)
     client: LocalCloud | HttpCloud = (LocalCloud(cloud) if isinstance(cloud, LoadedModel)
                                       else HttpCloud(cloud, max_connections=4))
     joint = JointModel(
-        name=name, edge=edge, policy=build_policy(hem.name, hem.parameters),
-        policy_name=hem.name, pipeline=pipeline, cloud=client,
+        name=name, edge=edge, policy=policy, policy_name=hem.name, pipeline=pipeline,
+        cloud=client,
         # Nothing times out or trips: every hard sample gets the cloud's answer, as it would
         # in a healthy cluster (a cloud that fails is an EvaluationFailed, `_joint_chunk`).
         settings=CloudSettings(3600.0, 1 << 30, CircuitBreaker(1 << 30, 0.0)),
@@ -200,36 +244,26 @@ async def _evaluate_service(name: str, spec: JointInferenceServiceSpec, edge: Lo
     # which padded detections of two models cannot be: detection goes one image a request.
     chunk = 1 if read.detection else CHUNK
     total, done = 3 * len(samples), 0  # joint, edge alone, cloud alone
-    joint_answers: list = []
+    answers: list = []
+    scores: list[float] = []
     to_cloud = 0
     try:
         for start in range(0, len(samples), chunk):
             rows = _chunk(samples, start, chunk)
-            answers, sent = await _joint_chunk(joint, input_name, datatype, rows, read)
-            joint_answers += answers
-            to_cloud += sent
+            found = await _joint_chunk(joint, input_name, datatype, rows, read)
+            answers += found.answers
+            scores += found.scores
+            to_cloud += found.to_cloud
             done += len(rows)
             _report(progress, done, total)
         alone, cloud_version = await _tiers_alone(pipeline, edge, client, input_name, samples,
                                                   read, lambda n: _report(progress, done + n, total))
     finally:
         await client.aclose()
-    versions = {"edgeVersion": edge.version, "cloudVersion": cloud_version,
-                "cloudRatio": to_cloud / len(samples)}
-    version = service_version(edge.version, cloud.version if isinstance(cloud, LoadedModel)
-                              else None)
-    if read.detection:
-        return _detection_metrics(version, dataset, samples, joint_answers, alone, digest,
-                                  versions)
-    scores = classification_metrics(samples.labels, joint_answers)
-    edge_acc = classification_metrics(samples.labels, alone["edge"]).accuracy
-    cloud_acc = classification_metrics(samples.labels, alone["cloud"]).accuracy
-    return _metrics(version, dataset, scores, digest).model_copy(update={
-        **versions, "edgeAccuracy": edge_acc, "cloudAccuracy": cloud_acc,
-        "pgr": _pgr(scores.accuracy, edge_acc, cloud_acc)})
+    return ServiceRun(answers, scores, to_cloud, alone, cloud_version, read.detection)
 
 
-def _pgr(joint: float, edge: float, cloud: float) -> float | None:
+def pgr(joint: float, edge: float, cloud: float) -> float | None:
     """Performance gap recovered: the share of the cloud's lead over the edge the joint
     model keeps; undefined when the two tiers score the same."""
     return (joint - edge) / (cloud - edge) if cloud != edge else None
@@ -244,7 +278,7 @@ def _detection_metrics(version: str, dataset: DatasetRef, samples: Samples, join
         version=version, dataset=dataset.name, datasetSha256=dataset.sha256,
         evaluatedAt=now_rfc3339(), samples=len(samples), settingsDigest=digest,
         mAP50=scores["joint"], edgeMAP50=scores["edge"], cloudMAP50=scores["cloud"],
-        pgr=_pgr(scores["joint"], scores["edge"], scores["cloud"]), **extra)
+        pgr=pgr(scores["joint"], scores["edge"], scores["cloud"]), **extra)
 
 
 class _Reader:
@@ -307,10 +341,16 @@ def _chunk(samples: Samples, start: int, size: int) -> np.ndarray:
     return source[start:start + size]
 
 
+@dataclass(frozen=True)
+class _Answered:
+    answers: list  # predictions
+    scores: list[float]  # the policy's score per row
+    to_cloud: int  # rows the cloud answered
+
+
 async def _joint_chunk(joint: JointModel, input_name: str, datatype: str, rows: np.ndarray,
-                       read: _Reader) -> tuple[list, int]:
-    """One request of `rows` through the gateway's hot path: (predictions, rows the cloud
-    answered)."""
+                       read: _Reader) -> _Answered:
+    """One request of `rows` through the gateway's hot path."""
     spec = next((s for s in joint.edge.model.inputs if s.name == input_name), None)
     tensor = _fitted(rows, spec, joint.edge.name) if spec is not None else rows
     item = RequestInput(name=input_name, shape=list(tensor.shape), datatype=datatype)
@@ -327,7 +367,8 @@ async def _joint_chunk(joint: JointModel, input_name: str, datatype: str, rows: 
         raise EvaluationError("EvaluationFailed", f"the cloud model did not answer: "
                               f"{parameters['fallback_reason']}")
     tiers = parameters.get("row_tiers", [parameters["tier"]] * len(rows))
-    return read(outputs, len(rows)), sum(tier == "cloud" for tier in tiers)
+    scores = parameters.get("row_hem_scores", [parameters["hem_score"]] * len(rows))
+    return _Answered(read(outputs, len(rows)), scores, sum(tier == "cloud" for tier in tiers))
 
 
 def _tier_outputs(pipeline: Pipeline, model: LoadedModel, input_name: str, rows: np.ndarray,

@@ -19,7 +19,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from jointserve.api import JointInferenceServiceSpec, ModelInfo
+from jointserve.api import Calibration, HardExampleMining, JointInferenceServiceSpec, ModelInfo
 from jointserve.contract import GATEWAY_DEPLOYMENT, ArtifactRef, CloudTarget, GatewayConfig, route_prefix
 from jointserve.listener import ListenerReplica
 from jointserve.registry import Routes, follow
@@ -38,7 +38,7 @@ from jointserve.protocol import (
     relative_path,
     require_method,
 )
-from jointserve.routing import build_policy
+from jointserve.routing import Budgeted, Cutoff, HemPolicy, build_policy
 from jointserve.runtime import build_pipeline
 
 from ._breaker import CircuitBreaker
@@ -85,7 +85,7 @@ class JointGateway(ListenerReplica):
         self.joint = JointModel(
             name=config.service,
             edge=edge,
-            policy=build_policy(spec.hardExampleMining.name, spec.hardExampleMining.parameters),
+            policy=_policy(spec.hardExampleMining, config.calibration),
             policy_name=spec.hardExampleMining.name,
             pipeline=build_pipeline(spec.preprocess, spec.postprocess),
             cloud=await self._cloud_client(config.cloud, spec.cloud.maxInFlight),
@@ -192,6 +192,14 @@ class JointGateway(ListenerReplica):
             meta.setdefault("parameters", {})["hem_policy"] = joint.policy_name
             return json_response(meta)
         raise ModelNotFound(f"no route {request.path!r}; see the OIP v2 REST API")
+
+
+def _policy(hem: HardExampleMining, calibration: Calibration | None) -> HemPolicy:
+    """The service's policy; with a calibration, its score cut where the budget says."""
+    policy = build_policy(hem.name, hem.parameters)
+    if calibration is None:
+        return policy
+    return Budgeted(policy, Cutoff(calibration.threshold, calibration.atThreshold))
 
 
 def _configured(joint: JointModel | None, service: str) -> JointModel:

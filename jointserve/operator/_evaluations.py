@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from jointserve.api import (
+    Calibration,
     Condition,
     ConditionType,
     Dataset,
@@ -48,6 +49,7 @@ from jointserve.evaluation import (
     service_version,
 )
 from jointserve.protocol import LoadedModel
+from jointserve.routing import Cutoff
 from jointserve.store import ArtifactError, ArtifactStore
 
 from ._datasets import DatasetCounter, dataset_status, store_name
@@ -71,15 +73,22 @@ class EvaluationState:
     reason: str
     message: str
     metrics: ModelMetrics | None = None
+    calibration: Calibration | None = None  # a calibration job's result
+
+
+# What a job gives: an evaluation's metrics, or a calibration (hardExampleMining.budget).
+JobResult = ModelMetrics | Calibration
 
 
 @dataclass(frozen=True)
 class EvaluationJob:
-    """One evaluation to run: `identity` decides it, `label` names it in messages."""
+    """One evaluation (or calibration) to run: `identity` decides it, `label` names it in
+    messages."""
 
     identity: Hashable
     label: str
-    run: Callable[[Progress], ModelMetrics]
+    run: Callable[[Progress], JobResult]
+    calibration: bool = False  # a calibration: its state says Calibrating, not Evaluating
 
 
 class _Running:
@@ -90,7 +99,7 @@ class _Running:
         self.done = 0
         self.total = 0
         self.ended = threading.Event()
-        self.result: ModelMetrics | None = None
+        self.result: JobResult | None = None
         self.error: BaseException | None = None
         self.cancelled = False  # nobody wants it any more: skipped if not started
 
@@ -130,7 +139,9 @@ class Evaluator:
                 self._start_worker()
         if not running.ended.is_set():
             shown = f"{running.done}/{running.total} samples" if running.total else "queued"
-            return EvaluationState("Unknown", Reason.EVALUATING, f"evaluating {job.label}: {shown}")
+            reason, verb = ((Reason.CALIBRATING, "calibrating") if job.calibration
+                            else (Reason.EVALUATING, "evaluating"))
+            return EvaluationState("Unknown", reason, f"{verb} {job.label}: {shown}")
         exc = running.error
         if isinstance(exc, EvaluationError):
             return EvaluationState("False", exc.reason, f"{job.label}: {exc.detail}")
@@ -138,9 +149,13 @@ class Evaluator:
             log.error("evaluation of %s failed", job.label, exc_info=exc)
             return EvaluationState("False", Reason.EVALUATION_FAILED,
                                    f"{job.label}: the evaluation failed: {exc}")
-        assert running.result is not None
-        return EvaluationState("True", Reason.EVALUATED,
-                               f"{job.label}: {_summary(running.result)}", running.result)
+        result = running.result
+        if isinstance(result, Calibration):
+            return EvaluationState("True", Reason.CALIBRATED, f"{job.label}: "
+                                   f"{calibration_summary(result)}", calibration=result)
+        assert result is not None
+        return EvaluationState("True", Reason.EVALUATED, f"{job.label}: {_summary(result)}",
+                               result)
 
     def _start_worker(self) -> None:
         if self._worker is None:
@@ -160,6 +175,18 @@ class Evaluator:
     def close(self) -> None:
         """Let the worker end after the job it is running."""
         self._queue.put(None)
+
+
+def calibration_summary(calibration: Calibration) -> str:
+    parts = [f"cut {calibration.threshold:.4g}"
+             + (f" ({calibration.atThreshold:.0%} of ties)" if calibration.atThreshold else ""),
+             f"cloud {calibration.cloudRatio:.1%} of {calibration.samples} samples "
+             f"(budget {calibration.budget:.1%})"]
+    if calibration.accuracy is not None:
+        parts.append(f"expected accuracy {calibration.accuracy:.4f}")
+    if calibration.pgr is not None:
+        parts.append(f"PGR {calibration.pgr:.2f}")
+    return ", ".join(parts)
 
 
 def _summary(metrics: ModelMetrics) -> str:
@@ -226,24 +253,25 @@ def model_job(store: ArtifactStore, key: ResourceKey, model: InferenceModel, app
 
 
 def service_job(store: ArtifactStore, key: ResourceKey, service: JointInferenceService,
-                edge: ModelApp, cloud: ModelApp | str, data: DatasetFile
-                ) -> tuple[EvaluationJob, tuple[str, str, str, str]]:
+                edge: ModelApp, cloud: ModelApp | str, data: DatasetFile,
+                cutoff: Cutoff | None = None) -> tuple[EvaluationJob, tuple[str, str, str, str]]:
     """The job evaluating `service` over its verified edge version and its cloud: a verified
-    version, or the infer URL of a remote one (cloudModel.url)."""
+    version, or the infer URL of a remote one (cloudModel.url). `cutoff`: the calibrated cut
+    the gateway applies (status.calibration), if there is one."""
     spec = service.spec
     evaluation = spec.evaluation
     assert evaluation is not None and data.ref is not None and data.path is not None
     assert data.dataset is not None
     edge_info = edge.info.model_dump(exclude_none=True) if edge.info else None
-    digest = service_digest(spec, edge_info)
+    digest = service_digest(spec, edge_info, cutoff)
     dataset_spec, path, ref = data.dataset.spec, data.path, data.ref
 
     def run(progress: Progress) -> ModelMetrics:
-        edge_model = _load(store, edge)
-        cloud_tier = cloud if isinstance(cloud, str) else _load(store, cloud)
+        edge_model = load_app(store, edge)
+        cloud_tier = cloud if isinstance(cloud, str) else load_app(store, cloud)
         samples = load_samples(path, dataset_spec)
         return evaluate_service(key[2], spec, edge_model, cloud_tier, samples, ref, digest,
-                                progress)
+                                progress, cutoff)
 
     if isinstance(cloud, str):
         version, cloud_id, cloud_label = service_version(edge.version, None), (cloud,), cloud
@@ -256,7 +284,8 @@ def service_job(store: ArtifactStore, key: ResourceKey, service: JointInferenceS
     return EvaluationJob(identity, label, run), (version, ref.name, ref.sha256, digest)
 
 
-def _load(store: ArtifactStore, app: ModelApp) -> LoadedModel:
+def load_app(store: ArtifactStore, app: ModelApp) -> LoadedModel:
+    """The verified version `app` names, loaded from `store` as a replica loads it."""
     info = app.info.model_dump(exclude_none=True) if app.info else None
     return LoadedModel.load(app.model_name, app.version,
                             store.path_for(app.model_name, app.version), info)

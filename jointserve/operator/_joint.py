@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from jointserve.api import (
+    Calibration,
     CloudModelRef,
     ConditionType,
     InferenceModel,
@@ -62,11 +63,13 @@ def plan_service(key: ResourceKey, service: JointInferenceService,
                  models: Mapping[ResourceKey, InferenceModel],
                  verified: Mapping[ResourceKey, ModelApp | None],
                  app_name: str, public_url: str, taken_names: set[str],
-                 deleting: Collection[ResourceKey] = frozenset()) -> JointPlan:
+                 deleting: Collection[ResourceKey] = frozenset(),
+                 calibration: Calibration | None = None) -> JointPlan:
     """The gateway application of `service`, from the InferenceModel plans of this pass.
 
     `deleting`: InferenceModels being deleted (Kubernetes mode, finalizer pending); they are
     no longer in `models`, and a service using one says so rather than "not found".
+    `calibration`: the cut the gateway applies (hardExampleMining.budget), if any.
     """
     _, namespace, name = key
     spec = service.spec
@@ -103,6 +106,7 @@ def plan_service(key: ResourceKey, service: JointInferenceService,
         replicas=spec.replicas,
         node_selector=dict(spec.nodeSelector),
         autoscaling=spec.autoscaling,
+        calibration=calibration,
     )
     return JointPlan(app, None, cloud_problem)
 

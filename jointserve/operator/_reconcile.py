@@ -30,6 +30,7 @@ from jointserve.api import (
     InferenceModel,
     InferenceModelStatus,
     JointInferenceService,
+    JointInferenceServiceSpec,
     JointInferenceServiceStatus,
     Evaluation,
     ModelChoice,
@@ -43,9 +44,11 @@ from jointserve.api import (
     set_condition,
 )
 from jointserve.contract import BatchLimits, CloudTarget, app_name
+from jointserve.evaluation import cutoff_of
 from jointserve.protocol import LoadedModel
 from jointserve.store import ArtifactError, ArtifactStore, ProgressCallback, redact_url
 
+from ._calibrations import applied_calibration, calibrated, calibration_job, known_calibration
 from ._datasets import DatasetCounter, dataset_status
 from ._evaluations import (
     EvaluationJob,
@@ -261,8 +264,14 @@ class Reconciler:
                 status = status.model_copy(update={"selection": Selection(**choices)})
             evaluation = self._service_evaluation(key, resolved, plan, plans, resources,
                                                   dataset_statuses)
-            out[key] = self._save(key, service,
-                                  self._with_evaluation(key, status, evaluation, service))
+            status = self._with_evaluation(key, status, evaluation, service)
+            calibration = self._service_calibration(key, resolved, plan, plans, resources,
+                                                    dataset_statuses)
+            conditions, found = calibrated(
+                status.conditions, self._saved(key, JointInferenceServiceStatus).calibration,
+                calibration, service.metadata.generation)
+            out[key] = self._save(key, service, status.model_copy(
+                update={"conditions": conditions, "calibration": found}))
         self._seen_running |= {name for name, state in states.items() if state.status == "RUNNING"}
         self._evaluator.forget(self._evaluating)
         for key in set(self._records) - set(models) - set(services) - set(datasets):
@@ -284,8 +293,10 @@ class Reconciler:
         out = {}
         for key, service in services.items():
             resolved, choices = self._select_models(key, service, models, plans)
+            applied = applied_calibration(
+                resolved.spec, self._saved(key, JointInferenceServiceStatus).calibration)
             plan = plan_service(key, resolved, models, verified, app_name(key),
-                                self.public_url, set(taken), deleting)
+                                self.public_url, set(taken), deleting, applied)
             out[key] = _unselected(plan, choices)
             self._resolved[key] = (resolved, choices)
             taken.add(key[2])
@@ -400,20 +411,51 @@ class Reconciler:
         spec = service.spec
         if spec.evaluation is None:
             return []
-        cloud: ModelApp | str | None
-        if spec.cloudModel.url is not None:
-            cloud = remote_infer_url(spec.cloudModel)  # called over HTTP, as the gateway does
-        else:
-            cloud_plan = plans.get((InferenceModel.KIND, key[1], spec.cloudModel.name or ""))
-            cloud = cloud_plan.verified if cloud_plan is not None else None
+        cloud = self._service_cloud(key, spec, plans)
         if plan.app is None or cloud is None:
             return [not_evaluable(Reason.NOT_EVALUABLE, "the edge and cloud models need verified "
                                   "versions before the service can be evaluated")]
         data = dataset_file(self.store, key[1], spec.evaluation, resources, datasets)
         if data.problem is not None:
             return [not_evaluable(*data.problem)]
-        job, metrics_key = service_job(self.store, key, service, plan.app.edge, cloud, data)
+        applied = plan.app.calibration
+        job, metrics_key = service_job(self.store, key, service, plan.app.edge, cloud, data,
+                                       cutoff_of(applied) if applied else None)
         return [self._run(job, metrics_key, self._saved(key, JointInferenceServiceStatus).metrics)]
+
+    def _service_calibration(self, key: ResourceKey, service: JointInferenceService,
+                             plan: JointPlan, plans: Mapping[ResourceKey, Plan],
+                             resources: Mapping[ResourceKey, Resource],
+                             datasets: Mapping[ResourceKey, DatasetStatus]) -> EvaluationState | None:
+        """hardExampleMining.budget's Calibrated state: known, running, or why it cannot run."""
+        spec = service.spec
+        budget = spec.hardExampleMining.budget
+        if budget is None:
+            return None
+        cloud = self._service_cloud(key, spec, plans)
+        if plan.app is None or cloud is None:
+            return not_evaluable(Reason.NOT_EVALUABLE, "the edge and cloud models need verified "
+                                 "versions before the budget can be calibrated")
+        data = dataset_file(self.store, key[1], Evaluation(dataset=budget.dataset), resources,
+                            datasets)
+        if data.problem is not None:
+            return not_evaluable(*data.problem)
+        job, wanted = calibration_job(self.store, key, service, plan.app.edge, cloud, data)
+        saved = self._saved(key, JointInferenceServiceStatus).calibration
+        done = known_calibration(saved, wanted)
+        if done is not None:
+            return done
+        self._evaluating.add(job.identity)
+        return self._evaluator.state(job)
+
+    @staticmethod
+    def _service_cloud(key: ResourceKey, spec: JointInferenceServiceSpec,
+                       plans: Mapping[ResourceKey, Plan]) -> ModelApp | str | None:
+        """The cloud an evaluation calls: the verified cloud version, or a remote URL."""
+        if spec.cloudModel.url is not None:
+            return remote_infer_url(spec.cloudModel)  # called over HTTP, as the gateway does
+        cloud_plan = plans.get((InferenceModel.KIND, key[1], spec.cloudModel.name or ""))
+        return cloud_plan.verified if cloud_plan is not None else None
 
     def _run(self, job: EvaluationJob, metrics_key: tuple[str, str, str, str],
              saved: list[ModelMetrics]) -> EvaluationState:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jointserve.api import Autoscaling, JointInferenceServiceSpec, Layer, ModelInfo
+from jointserve.api import Autoscaling, Calibration, JointInferenceServiceSpec, Layer, ModelInfo
 from jointserve.contract import (
     GATEWAY_DEPLOYMENT,
     GATEWAY_IMPORT_PATH,
@@ -103,6 +103,7 @@ class GatewayApp:
     cloud: CloudTarget
     spec: JointInferenceServiceSpec
     replicas: int = 1
+    calibration: Calibration | None = None  # the cut applied (hardExampleMining.budget)
     node_selector: dict[str, str] = field(default_factory=dict)
     autoscaling: Autoscaling | None = None
 
@@ -225,6 +226,7 @@ def _gateway_app(gateway: GatewayApp, settings: ServeSettings) -> dict[str, Any]
                     edge_info=edge.info,
                     cloud=gateway.cloud,
                     spec=gateway.spec,
+                    calibration=gateway.calibration,
                 )),
                 # The edge model runs in the gateway: it goes where edge models go.
                 "ray_actor_options": _actor_options("edge", gateway.node_selector, settings),

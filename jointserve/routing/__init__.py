@@ -3,9 +3,12 @@
 The hard example mining (HEM) policies live here, below every package that uses them: the
 gateway runs them per request, resource validation (jointserve.api) checks a service's policy
 name and parameters, and the routing benchmark scores them offline. Nothing here imports Ray
-or a serving package, so validating a resource never pays for them.
+or a serving package, so validating a resource never pays for them. `_budget` turns any
+policy's score into a cut that meets an offload budget (hardExampleMining.budget).
 """
 
+from ._budget import Budgeted, Cutoff, ScoreOnly, cutoff_for
 from ._policies import POLICIES, HemDecision, HemPolicy, build_policy
 
-__all__ = ["POLICIES", "HemDecision", "HemPolicy", "build_policy"]
+__all__ = ["POLICIES", "Budgeted", "Cutoff", "HemDecision", "HemPolicy", "ScoreOnly",
+           "build_policy", "cutoff_for"]
