@@ -10,7 +10,15 @@ import pytest
 
 from jointserve.api import Calibration, HardExampleMining
 from jointserve.gateway._deployment import _policy
-from jointserve.routing import Budgeted, Cutoff, HemDecision, ScoreOnly, build_policy, cutoff_for
+from jointserve.routing import (
+    Adapt,
+    Budgeted,
+    Cutoff,
+    HemDecision,
+    ScoreOnly,
+    build_policy,
+    cutoff_for,
+)
 
 
 def realised(cutoff: Cutoff, scores: np.ndarray, seed: int = 0) -> float:
@@ -89,3 +97,27 @@ def test_the_gateway_applies_a_calibration_instead_of_the_threshold() -> None:
                               edgeVersion="v1", cloudVersion="v1", settingsDigest="x",
                               calibratedAt="2026-12-02T00:00:00Z")
     assert _policy(hem, calibration)(probs).hard is True  # score 0.4 > cut 0.3
+
+
+# -- holding the share online (adapt) -----------------------------------------------------------
+
+
+def test_adapt_holds_the_share_when_the_traffic_drifts() -> None:
+    rng = np.random.default_rng(11)
+    cut = cutoff_for(rng.random(2000), 0.2)  # calibrated on uniform scores: cut near 0.8
+    drifted = np.clip(rng.random(30000) + 0.1, 0, 1)  # live inputs are harder than the Dataset
+    fixed = Budgeted(_Score(), cut, seed=1)
+    adapting = Budgeted(_Score(), cut, seed=1, adapt=Adapt.around(cut, 0.2, 0.2))
+    sent = {name: [p(np.array([s])).hard for s in drifted]
+            for name, p in (("fixed", fixed), ("adapt", adapting))}
+    assert np.mean(sent["fixed"]) > 0.27  # the calibrated cut alone overshoots
+    assert abs(np.mean(sent["adapt"][10000:]) - 0.2) < 0.02
+    assert cut.threshold < adapting.threshold <= cut.threshold + 0.2
+
+
+def test_adapt_never_leaves_its_range() -> None:
+    cut = Cutoff(0.5)
+    adapting = Budgeted(_Score(), cut, adapt=Adapt.around(cut, 0.2, 0.05))
+    for _ in range(5000):  # every input scores 0.9: all hard, however far the cut moves
+        adapting(np.array([0.9]))
+    assert adapting.threshold == pytest.approx(0.55)

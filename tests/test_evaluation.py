@@ -29,6 +29,7 @@ from jointserve.api import (
     parse_resource,
 )
 from jointserve.cli import main
+from jointserve.contract import app_name
 from jointserve.evaluation import (
     DatasetRef,
     EvaluationError,
@@ -471,6 +472,16 @@ def test_tied_scores_still_meet_the_budget(backend: FakeBackend, store: Artifact
     assert (calibration["threshold"], calibration["distinctScores"]) == (1.0, 1)
     assert calibration["atThreshold"] == pytest.approx(0.2, abs=1 / len(split[1]))
     assert abs(out["digits"]["metrics"][0]["cloudRatio"] - 0.2) < 0.05
+
+    # Live traffic: the gateways' counters, as Serve reports them on each pass.
+    gateway = app_name(("JointInferenceService", NS, "digits"))
+    backend.counters[gateway] = {"inferenceNumber": 1000, "hardExampleNumber": 200}
+    passes(reconciler, resources, lambda s: True)
+    backend.counters[gateway] = {"inferenceNumber": 2000, "hardExampleNumber": 600}
+    status = passes(reconciler, resources, lambda s: True)["digits"]
+    # Within the window since the first pass (no traffic then): 600 hard of 2000.
+    assert (status["offload"]["cloudRatio"], status["offload"]["samples"]) == (0.3, 2000)
+    assert condition(status, "OffloadBudget")[:2] == ("False", "OverBudget")
 
 
 def test_a_budget_on_a_missing_dataset_is_named(backend: FakeBackend, store: ArtifactStore,

@@ -5,7 +5,7 @@ Pydantic models are the one source of truth: YAML files are validated with them,
 CRDs in deploy/crds/ are generated from them (`jointserve crds`).
 """
 
-from ._budget import Calibration, OffloadBudget
+from ._budget import Calibration, OffloadBudget, RealisedOffload
 from ._common import (
     API_GROUP,
     API_VERSION,
@@ -102,6 +102,7 @@ __all__ = [
     "ModelChoice",
     "ModelSelector",
     "OffloadBudget",
+    "RealisedOffload",
     "Nms",
     "RankBy",
     "Selection",

@@ -12,6 +12,8 @@ use these classes.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from ._common import DnsName, Strict
@@ -19,12 +21,30 @@ from ._evaluation import Unit
 
 
 class OffloadBudget(Strict):
-    """The share of inputs the cloud should see, and the Dataset that calibrates it."""
+    """The share of inputs the cloud should see, the Dataset that calibrates it, and how
+    the live share is held to it."""
 
     cloudRatio: Unit
     # A Dataset in the same namespace, drawn like the traffic (labels: for the expected
     # accuracy and PGR; without labels the ratio alone is calibrated).
     dataset: DnsName
+    # The OffloadBudget condition turns False when the share of hard inputs over the last
+    # windowSeconds (at least minSamples of them) is off cloudRatio by more than tolerance.
+    tolerance: Unit = 0.05
+    windowSeconds: Annotated[int, Field(ge=10, le=86400)] = 300
+    minSamples: Annotated[int, Field(ge=1, le=10**9)] = 200
+    # Nudge the cut in each gateway replica, a small step per input, to hold cloudRatio when
+    # the traffic drifts from the Dataset (within adaptRange of the calibrated cut).
+    adapt: bool = False
+    adaptRange: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
+
+
+class RealisedOffload(Strict):
+    """The share of inputs the gateways found hard over the budget's window."""
+
+    cloudRatio: Unit
+    samples: int = Field(ge=0)
+    windowSeconds: int = Field(ge=0)  # the time the samples span (at most the window)
 
 
 class Calibration(Strict):

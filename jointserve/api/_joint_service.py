@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from jointserve.routing import POLICIES, build_policy
 
-from ._budget import Calibration, OffloadBudget
+from ._budget import Calibration, OffloadBudget, RealisedOffload
 from ._common import API_VERSION, Autoscaling, Condition, DnsName, ObjectMeta, Strict
 from ._evaluation import MAX_METRICS, Evaluation, ModelMetrics
 from ._inference_model import MODEL_NAME_PATTERN
@@ -188,8 +188,10 @@ class JointInferenceServiceStatus(ServiceCounters):
     metrics: list[ModelMetrics] = Field(default_factory=list, max_length=MAX_METRICS)
     # The models chosen for the tiers that have a selector, and why.
     selection: Selection | None = None
-    # hardExampleMining.budget: the cut the gateway applies, and what it gave on the Dataset.
+    # hardExampleMining.budget: the cut the gateway applies, and what it gave on the Dataset;
+    # and the share of live inputs found hard over the budget's window.
     calibration: Calibration | None = None
+    offload: RealisedOffload | None = None
 
 
 # The Ready condition in a printer column's JSONPath.

@@ -30,6 +30,7 @@ class ConditionType(StrEnum):
     CLOUD_MODEL_READY = "CloudModelReady"  # JointInferenceService
     EVALUATED = "Evaluated"  # spec.evaluation
     CALIBRATED = "Calibrated"  # hardExampleMining.budget
+    OFFLOAD_BUDGET = "OffloadBudget"  # the live share of hard inputs against the budget
 
 
 class Reason(StrEnum):
@@ -72,6 +73,10 @@ class Reason(StrEnum):
     EVALUATING = "Evaluating"
     CALIBRATED = "Calibrated"
     CALIBRATING = "Calibrating"
+    WITHIN_BUDGET = "WithinBudget"
+    OVER_BUDGET = "OverBudget"
+    UNDER_BUDGET = "UnderBudget"
+    NOT_ENOUGH_TRAFFIC = "NotEnoughTraffic"
     DATASET_NOT_FOUND = "DatasetNotFound"
     DATASET_NOT_READY = "DatasetNotReady"
     INPUTS_REJECTED = "InputsRejected"  # the model does not take the dataset's samples

@@ -38,7 +38,7 @@ from jointserve.protocol import (
     relative_path,
     require_method,
 )
-from jointserve.routing import Budgeted, Cutoff, HemPolicy, build_policy
+from jointserve.routing import Adapt, Budgeted, Cutoff, HemPolicy, build_policy
 from jointserve.runtime import build_pipeline
 
 from ._breaker import CircuitBreaker
@@ -199,7 +199,11 @@ def _policy(hem: HardExampleMining, calibration: Calibration | None) -> HemPolic
     policy = build_policy(hem.name, hem.parameters)
     if calibration is None:
         return policy
-    return Budgeted(policy, Cutoff(calibration.threshold, calibration.atThreshold))
+    cutoff = Cutoff(calibration.threshold, calibration.atThreshold)
+    budget = hem.budget
+    adapt = (Adapt.around(cutoff, budget.cloudRatio, budget.adaptRange)
+             if budget is not None and budget.adapt else None)
+    return Budgeted(policy, cutoff, adapt=adapt)
 
 
 def _configured(joint: JointModel | None, service: str) -> JointModel:

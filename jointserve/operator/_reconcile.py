@@ -50,6 +50,7 @@ from jointserve.store import ArtifactError, ArtifactStore, ProgressCallback, red
 
 from ._calibrations import applied_calibration, calibrated, calibration_job, known_calibration
 from ._datasets import DatasetCounter, dataset_status
+from ._offload import OffloadWatch, offload_condition, totals
 from ._evaluations import (
     EvaluationJob,
     EvaluationState,
@@ -177,6 +178,7 @@ class Reconciler:
         self._wanted = wanted
         self._verified: dict[tuple[str, str, str, str], Verification] = {}
         self._datasets = DatasetCounter(store, progress, events)
+        self._offload = OffloadWatch()
         self._evaluator = Evaluator()
         # This pass's selections: each service with its selectors resolved, and the
         # evaluations they need ({model key: dataset names}).
@@ -270,10 +272,16 @@ class Reconciler:
             conditions, found = calibrated(
                 status.conditions, self._saved(key, JointInferenceServiceStatus).calibration,
                 calibration, service.metadata.generation)
+            budget = resolved.spec.hardExampleMining.budget
+            realised = (self._offload.observe(key, budget, *totals(counters.get(app_name(key))))
+                        if budget is not None else None)
+            conditions = offload_condition(conditions, budget, realised,
+                                           service.metadata.generation)
             out[key] = self._save(key, service, status.model_copy(
-                update={"conditions": conditions, "calibration": found}))
+                update={"conditions": conditions, "calibration": found, "offload": realised}))
         self._seen_running |= {name for name, state in states.items() if state.status == "RUNNING"}
         self._evaluator.forget(self._evaluating)
+        self._offload.forget(set(services))
         for key in set(self._records) - set(models) - set(services) - set(datasets):
             self.statuses.delete(key)
             del self._records[key]

@@ -7,8 +7,8 @@ or a serving package, so validating a resource never pays for them. `_budget` tu
 policy's score into a cut that meets an offload budget (hardExampleMining.budget).
 """
 
-from ._budget import Budgeted, Cutoff, ScoreOnly, cutoff_for
+from ._budget import Adapt, Budgeted, Cutoff, ScoreOnly, cutoff_for
 from ._policies import POLICIES, HemDecision, HemPolicy, build_policy
 
-__all__ = ["POLICIES", "Budgeted", "Cutoff", "HemDecision", "HemPolicy", "ScoreOnly",
+__all__ = ["POLICIES", "Adapt", "Budgeted", "Cutoff", "HemDecision", "HemPolicy", "ScoreOnly",
            "build_policy", "cutoff_for"]

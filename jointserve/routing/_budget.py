@@ -58,20 +58,44 @@ def cutoff_for(scores: Sequence[float] | np.ndarray, ratio: float) -> Cutoff:
     return Cutoff(threshold, (wanted - above) / tied)
 
 
+@dataclass(frozen=True)
+class Adapt:
+    """Hold the share of hard inputs at `target` online: after each decision the threshold
+    moves by step * (hard - target) (up after a hard one, down after an easy one: a running
+    quantile), never past [low, high]."""
+
+    target: float
+    low: float
+    high: float
+    step: float
+
+    @classmethod
+    def around(cls, cutoff: Cutoff, target: float, spread: float) -> "Adapt":
+        """Within `spread` of the calibrated threshold, in steps of spread / 200."""
+        return cls(target, cutoff.threshold - spread, cutoff.threshold + spread, spread / 200)
+
+
 class Budgeted:
     """`inner`'s score, cut by `cutoff` instead of `inner`'s own threshold. `seed` fixes the
-    draws for ties (an evaluation is then repeatable); None: a fresh generator."""
+    draws for ties (an evaluation is then repeatable); None: a fresh generator. `adapt`:
+    the threshold follows the traffic to hold the share (`threshold` is where it is now)."""
 
-    def __init__(self, inner: HemPolicy, cutoff: Cutoff, seed: int | None = None) -> None:
+    def __init__(self, inner: HemPolicy, cutoff: Cutoff, seed: int | None = None,
+                 adapt: Adapt | None = None) -> None:
         self.inner = inner
         self.cutoff = cutoff
+        self.threshold = cutoff.threshold
+        self._adapt = adapt
         self._rng = random.Random(seed)
 
     def __call__(self, edge_output: np.ndarray) -> HemDecision:
         score = self.inner(edge_output).score
-        cut = self.cutoff
-        hard = score > cut.threshold or (score == cut.threshold and cut.at_threshold > 0.0
-                                         and self._rng.random() < cut.at_threshold)
+        threshold, at = self.threshold, self.cutoff.at_threshold
+        hard = score > threshold or (score == threshold and at > 0.0 and self._rng.random() < at)
+        if self._adapt is not None:
+            adapt = self._adapt
+            moved = threshold + adapt.step * ((1.0 if hard else 0.0) - adapt.target)
+            self.threshold = min(adapt.high, max(adapt.low, moved))
         return HemDecision(hard=hard, score=score)
 
 
