@@ -5,8 +5,9 @@ Per seed: a fresh stratified train/validation/test split of scikit-learn's bundl
 (preprocessed as examples/digits/build.py does), the example's weak edge v1 recipe and its
 cloud MLP recipe trained on the training part, and every policy's score for each validation
 and test sample from the real policy classes in `jointserve.routing`. A policy's
-threshold for a target offload ratio ρ is taken from the validation scores only and then
-applied to the test part, whose realised offload is reported beside the accuracy.
+cut for a target offload ratio ρ is calibrated on the validation scores only, as the
+product's offload budget does (`hardExampleMining.budget`: `jointserve.routing.cutoff_for`),
+and then applied to the test part, whose realised offload is reported beside the accuracy.
 
 PGR (performance gap recovered) = (A − A_edge) / (A_cloud − A_edge): 0 is the edge model
 alone, 1 the cloud model alone. Random routing recovers the gap in proportion to what it
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from jointserve.routing import build_policy
+from jointserve.routing import build_policy, cutoff_for
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "examples" / "digits" / "build.py"
@@ -122,7 +123,7 @@ def evaluate_seed(seed: int) -> SeedRun:
 def _policy_scores(name: str, seed: int, p_val: np.ndarray,
                    p_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The real policy's score (higher = harder), one sample at a time as the gateway calls it.
-    Its own threshold parameter is not used: thresholds come from the validation quantiles."""
+    Its own threshold parameter is not used: the cut is calibrated on the validation scores."""
     policy = build_policy(name, {"seed": seed} if name == "RandomFilter" else None)
     return (np.array([policy(row).score for row in p_val]),
             np.array([policy(row).score for row in p_test]))
@@ -130,24 +131,30 @@ def _policy_scores(name: str, seed: int, p_val: np.ndarray,
 
 # -- routing at a target offload ratio --------------------------------------------------------
 
-def thresholds(val_scores: np.ndarray, targets: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Per target ratio ρ, the score above which a sample goes to the cloud: halfway between
-    the k-th and (k+1)-th hardest validation scores, k = round(ρ·n), so that ρ of validation
-    is sent. ρ = 0 and 1 are the pure tiers (edge alone, cloud alone)."""
-    desc = np.sort(val_scores)[::-1]
-    padded = np.concatenate([[np.inf], desc, [-np.inf]])  # padded[k] = k-th hardest
-    k = np.rint(np.asarray(targets, dtype=float) * len(desc)).astype(int)
-    upper, lower = padded[k], padded[k + 1]
-    return np.where(np.isinf(upper), upper, np.where(np.isinf(lower), lower, (upper + lower) / 2))
+def hard_shares(val_scores: np.ndarray, test_scores: np.ndarray,
+                targets: Sequence[float] | np.ndarray) -> np.ndarray:
+    """[targets, n_test]: the chance each test sample goes to the cloud under the cut the
+    product calibrates on the validation scores for each target ratio ρ
+    (`jointserve.routing.cutoff_for`: the k-th hardest, k = round(ρ·n), with the ties at it
+    split to make up k; the benchmark takes the expectation of those draws). ρ = 0 and 1 are
+    the pure tiers (edge alone, cloud alone)."""
+    rows = []
+    for rho in np.asarray(targets, dtype=float):
+        if rho <= 0.0 or rho >= 1.0:
+            rows.append(np.full(len(test_scores), 1.0 if rho >= 1.0 else 0.0))
+        else:
+            rows.append(cutoff_for(val_scores, float(rho)).hard_share(test_scores))
+    return np.array(rows)
 
 
 def route(run: SeedRun, policy: str,
           targets: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(realised test offload, joint test accuracy) per target ratio: the cloud's answer where
-    the test score is above the validation threshold, the edge's elsewhere."""
+    """(realised test offload, joint test accuracy) per target ratio: the cloud's answer for
+    the test samples the validation-calibrated cut sends, the edge's elsewhere (in
+    expectation over the draws at tied scores)."""
     val_scores, test_scores = run.scores[policy]
-    sent = test_scores[None, :] > thresholds(val_scores, targets)[:, None]
-    correct = np.where(sent, run.cloud_correct[None, :], run.edge_correct[None, :])
+    sent = hard_shares(val_scores, test_scores, targets)
+    correct = sent * run.cloud_correct[None, :] + (1 - sent) * run.edge_correct[None, :]
     return sent.mean(axis=1), correct.mean(axis=1)
 
 
@@ -359,7 +366,7 @@ def plot_routing(result: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_ylabel(ylabel)
         ax.set_xlim(0, 1)
         ax.set_title(f"Digits routing quality: mean ± std over {n_seeds} seeds "
-                     "(thresholds from validation)", fontsize=10)
+                     "(cuts calibrated on validation)", fontsize=10)
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -383,8 +390,8 @@ def routing_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"{len(result['seeds'])} seeds; stratified {result['split']['train']:.0%} / "
         f"{result['split']['validation']:.0%} / {result['split']['test']:.0%} "
-        f"train/validation/test split ({result['split']['n_test']} test samples); thresholds "
-        "chosen on validation, figures on test, mean ± std over seeds. Edge: "
+        f"train/validation/test split ({result['split']['n_test']} test samples); cuts "
+        "calibrated on validation as hardExampleMining.budget does, figures on test, mean ± std over seeds. Edge: "
         f"{result['models']['edge']}; cloud: {result['models']['cloud']}.",
         "",
         "| " + " | ".join(header) + " |",

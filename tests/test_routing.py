@@ -1,6 +1,6 @@
 """benchmarks.routing on two real seeds: the result's shape, and properties that hold for any
 honest evaluation (the oracle bounds every policy, random routing recovers about half the gap
-on average, thresholds from validation give about the asked offload on test)."""
+on average, cuts calibrated on validation give the asked offload on test)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_random_routing_recovers_about_half(result: dict[str, Any]) -> None:
     assert result["policies"][best]["pgr_auc"]["mean"] > random_auc
 
 
-def test_validation_thresholds_give_about_the_target_offload_on_test(runs: list[SeedRun]) -> None:
+def test_cuts_calibrated_on_validation_give_the_target_offload_on_test(runs: list[SeedRun]) -> None:
     targets = [float(key) for key in OFFLOADS]
     for run in runs:
         for name in POLICIES:
