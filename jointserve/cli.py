@@ -90,6 +90,18 @@ def _parser() -> argparse.ArgumentParser:
                                "records name resources (default: ./.jointserve)")
     evaluate.set_defaults(func=_cmd_evaluate)
 
+    hard = sub.add_parser(
+        "hard-examples", help="pack a service's saved hard examples into one npz for a "
+                              "Dataset: inputs, labelled with the cloud's answers")
+    hard.add_argument("directory", type=Path, help="the service's saveHardExamples.directory")
+    hard.add_argument("--out", type=Path, required=True, help="the npz to write")
+    hard.add_argument("--input", dest="input_name", default=None,
+                      help="the model input to export (default: the examples' only one)")
+    hard.add_argument("--label", dest="label_output", default=None,
+                      help="the output whose class ids or scores label a row (default: the "
+                           "last output)")
+    hard.set_defaults(func=_cmd_hard_examples)
+
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the schemas")
     crds.add_argument("--out", type=Path, default=Path("deploy/crds"))
     crds.set_defaults(func=_cmd_crds)
@@ -580,6 +592,33 @@ def _metrics_table(metrics: dict) -> str:
 
 
 # -- crds -----------------------------------------------------------------------------------
+
+def _cmd_hard_examples(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from jointserve.api import kube_yaml
+    from jointserve.gateway import HardExampleExportError, export_hard_examples
+    from jointserve.store import write_atomic
+
+    if not args.directory.is_dir():
+        print(f"error: {args.directory}: no such directory", file=sys.stderr)
+        return 2
+    try:
+        exported = export_hard_examples(args.directory, args.input_name, args.label_output)
+    except HardExampleExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_atomic(args.out, exported.data)
+    print(f"{args.out}: {exported.rows} rows from {exported.examples} examples "
+          f"(input {exported.input_name!r}, labels from the cloud's {exported.label_output!r}; "
+          f"{exported.without_cloud} examples without a cloud answer left out)")
+    print(kube_yaml([{"apiVersion": "jointserve.io/v1alpha1", "kind": "Dataset",
+                      "metadata": {"name": args.out.stem.lower().replace("_", "-")},
+                      "spec": {"url": args.out.resolve().as_uri(),
+                               "sha256sum": hashlib.sha256(exported.data).hexdigest(),
+                               "format": "npz"}}], 100), end="")
+    return 0
+
 
 def _cmd_crds(args: argparse.Namespace) -> int:
     from jointserve.api import write_crds
