@@ -37,7 +37,7 @@ $(UV): tools/uv/requirements.txt
 	touch $@
 
 $(VENV)/.installed: pyproject.toml uv.lock $(UV)
-	$(UV_ENV) $(UV) sync --locked --quiet --python $(PYTHON) --extra test --extra examples
+	$(UV_ENV) $(UV) sync --locked --quiet --python $(PYTHON) --extra test --extra examples --extra train
 	touch $@
 
 lock: $(UV)

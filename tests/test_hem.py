@@ -100,7 +100,7 @@ KINDS = {
     "CrossEntropyFilter": {PROBABILITIES}, "MaxProb": {PROBABILITIES}, "Margin": {PROBABILITIES},
     "Entropy": {PROBABILITIES}, "ThresholdFilter": {DETECTIONS}, "IBTFilter": {DETECTIONS},
     "RandomFilter": {PROBABILITIES, DETECTIONS}, "EdgeOnly": {PROBABILITIES, DETECTIONS},
-    "CloudOnly": {PROBABILITIES, DETECTIONS},
+    "CloudOnly": {PROBABILITIES, DETECTIONS}, "LearnedRouter": {PROBABILITIES},
 }
 EDGE_OUTPUTS = {
     PROBABILITIES: UNSURE,

@@ -18,7 +18,7 @@ from jointserve.routing import POLICIES, build_policy
 from ._budget import Calibration, OffloadBudget, RealisedOffload
 from ._common import API_VERSION, Autoscaling, Condition, DnsName, ObjectMeta, Strict
 from ._evaluation import MAX_METRICS, Evaluation, ModelMetrics
-from ._inference_model import MODEL_NAME_PATTERN
+from ._inference_model import MODEL_NAME_PATTERN, SHA256_PATTERN, URL_PATTERN
 from ._selection import ModelSelector, RankBy, SelectableRef, Selection
 from ._steps import PostStep, PreStep
 from ._vocabulary import ConditionType
@@ -90,6 +90,13 @@ class CloudModelRef(Strict):
         return self.transport or ("http" if self.url else "handle")
 
 
+class RouterArchive(Strict):
+    """Where a LearnedRouter's archive is, and its sha256."""
+
+    url: Annotated[str, Field(pattern=URL_PATTERN, max_length=2048)]
+    sha256sum: Annotated[str, Field(pattern=SHA256_PATTERN)]
+
+
 class HardExampleMining(Strict):
     """Which policy decides that an input is hard; names and parameters as in Sedna."""
 
@@ -101,9 +108,15 @@ class HardExampleMining(Strict):
     # Send this share of inputs to the cloud, the policy's score cut where a Dataset says
     # (status.calibration); the policy's own threshold applies until it is calibrated.
     budget: OffloadBudget | None = None
+    # LearnedRouter: the router archive `jointserve train-router` wrote (router.onnx +
+    # router.json), verified by sha256 like a model version.
+    router: RouterArchive | None = None
 
     @model_validator(mode="after")
     def _policy_builds(self) -> "HardExampleMining":
+        if self.router is not None and self.name != "LearnedRouter":
+            raise ValueError(f"router: a router archive is for name LearnedRouter (name is "
+                             f"{self.name})")
         try:
             build_policy(self.name, self.parameters)
         except ValueError as exc:
@@ -192,6 +205,9 @@ class JointInferenceServiceStatus(ServiceCounters):
     # and the share of live inputs found hard over the budget's window.
     calibration: Calibration | None = None
     offload: RealisedOffload | None = None
+    # LearnedRouter: the sha256 of the router archive the gateways score with (the last one
+    # that verified), if any.
+    routerSha256: str | None = None
 
 
 # The Ready condition in a printer column's JSONPath.

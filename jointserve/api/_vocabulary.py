@@ -31,6 +31,7 @@ class ConditionType(StrEnum):
     EVALUATED = "Evaluated"  # spec.evaluation
     CALIBRATED = "Calibrated"  # hardExampleMining.budget
     OFFLOAD_BUDGET = "OffloadBudget"  # the live share of hard inputs against the budget
+    ROUTER_READY = "RouterReady"  # LearnedRouter: its archive verified and loadable
 
 
 class Reason(StrEnum):
@@ -77,6 +78,9 @@ class Reason(StrEnum):
     OVER_BUDGET = "OverBudget"
     UNDER_BUDGET = "UnderBudget"
     NOT_ENOUGH_TRAFFIC = "NotEnoughTraffic"
+    ROUTER_VERIFIED = "RouterVerified"
+    ROUTER_NOT_SET = "RouterNotSet"  # LearnedRouter without a router: scores as Margin
+    ROUTER_INVALID = "RouterInvalid"
     DATASET_NOT_FOUND = "DatasetNotFound"
     DATASET_NOT_READY = "DatasetNotReady"
     INPUTS_REJECTED = "InputsRejected"  # the model does not take the dataset's samples

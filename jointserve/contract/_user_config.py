@@ -72,6 +72,8 @@ class GatewayConfig(_UserConfig):
     # hardExampleMining.budget: the cut of the policy's score to apply instead of its own
     # threshold (the service's status.calibration, once there is one).
     calibration: Calibration | None = None
+    # LearnedRouter: the verified router archive the gateway scores with.
+    router: ArtifactRef | None = None
 
 
 class ServerConfig(_UserConfig):

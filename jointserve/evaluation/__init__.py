@@ -6,6 +6,7 @@
                                             edge and cloud alone -> ModelMetrics with PGR
     calibrate_service(name, spec, ...)      the cut of the policy's score that meets
                                             hardExampleMining.budget -> Calibration
+    train_router(name, spec, ...)           a LearnedRouter fitted on a Dataset -> archive
     classification_metrics / voc_map        the numbers themselves (pure numpy)
 
 The operator runs these in a worker thread for spec.evaluation (jointserve.operator), and
@@ -34,6 +35,7 @@ from ._run import (
     service_digest,
     service_version,
 )
+from ._router import TrainedRouter, train_router
 from ._samples import MAX_IMAGE_BYTES, Samples, load_samples, read_url
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "GroundTruthBox",
     "LocalCloud",
     "Samples",
+    "TrainedRouter",
     "calibrate_service",
     "calibration_digest",
     "classification_metrics",
@@ -60,5 +63,6 @@ __all__ = [
     "read_url",
     "service_digest",
     "service_version",
+    "train_router",
     "voc_map",
 ]

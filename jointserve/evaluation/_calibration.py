@@ -15,10 +15,17 @@ import numpy as np
 
 from jointserve.api import Calibration, JointInferenceServiceSpec, now_rfc3339
 from jointserve.protocol import LoadedModel
-from jointserve.routing import Cutoff, ScoreOnly, build_policy, cutoff_for
+from jointserve.routing import Cutoff, RouterModel, ScoreOnly, build_policy, cutoff_for
 
 from ._errors import EvaluationError
-from ._run import CloudTier, DatasetRef, Progress, pgr, run_service, settings_digest
+from ._run import (
+    CloudTier,
+    DatasetRef,
+    Progress,
+    pgr,
+    run_service,
+    settings_digest,
+)
 from ._samples import Samples
 
 
@@ -37,14 +44,15 @@ def cutoff_of(calibration: Calibration) -> Cutoff:
 
 def calibrate_service(name: str, spec: JointInferenceServiceSpec, edge: LoadedModel,
                       cloud: CloudTier, samples: Samples, dataset: DatasetRef,
-                      digest: str = "", progress: Progress | None = None) -> Calibration:
+                      digest: str = "", progress: Progress | None = None,
+                      router: RouterModel | None = None) -> Calibration:
     """The cut of `spec`'s policy score that sends budget.cloudRatio of `samples` to the cloud."""
     hem = spec.hardExampleMining
     assert hem.budget is not None
     if len(samples) == 0:
         raise EvaluationError("InputsRejected", f"dataset {dataset.name} has no samples to "
                               "calibrate on")
-    policy = ScoreOnly(build_policy(hem.name, hem.parameters))
+    policy = ScoreOnly(build_policy(hem.name, hem.parameters, router))
     run = run_service(name, spec, edge, cloud, samples, dataset, policy, progress)
     scores = np.asarray(run.scores, dtype=np.float64)
     try:

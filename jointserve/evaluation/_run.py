@@ -41,7 +41,7 @@ from jointserve.gateway import (
     JointModel,
 )
 from jointserve.protocol import InferenceError, InferenceRequest, LoadedModel, RequestInput
-from jointserve.routing import Budgeted, Cutoff, HemPolicy, build_policy
+from jointserve.routing import Budgeted, Cutoff, HemPolicy, RouterModel, build_policy
 from jointserve.runtime import Pipeline, StepInputError, TensorSpec, build_pipeline
 
 from ._errors import EvaluationError
@@ -176,14 +176,15 @@ CloudTier = LoadedModel | str
 def evaluate_service(name: str, spec: JointInferenceServiceSpec, edge: LoadedModel,
                      cloud: CloudTier, samples: Samples, dataset: DatasetRef,
                      digest: str = "", progress: Progress | None = None,
-                     cutoff: Cutoff | None = None) -> ModelMetrics:
+                     cutoff: Cutoff | None = None,
+                     router: RouterModel | None = None) -> ModelMetrics:
     """Run the joint model of `spec` over `samples`, and each of its tiers alone. `digest`:
     `service_digest` of the settings, recorded with the metrics; `cutoff`: a calibrated cut
     of the policy's score (status.calibration), applied as the gateway applies it (with
     fixed draws for ties, so the figures repeat). Classification samples give accuracy (and
     the rest); detection samples (VOC) give mAP@0.5."""
     hem = spec.hardExampleMining
-    policy = build_policy(hem.name, hem.parameters)
+    policy = build_policy(hem.name, hem.parameters, router)
     if cutoff is not None:
         policy = Budgeted(policy, cutoff, seed=0)
     run = run_service(name, spec, edge, cloud, samples, dataset, policy, progress)

@@ -38,8 +38,17 @@ from jointserve.protocol import (
     relative_path,
     require_method,
 )
-from jointserve.routing import Adapt, Budgeted, Cutoff, HemPolicy, build_policy
+from jointserve.routing import (
+    ROUTER_FILE,
+    Adapt,
+    Budgeted,
+    Cutoff,
+    HemPolicy,
+    RouterModel,
+    build_policy,
+)
 from jointserve.runtime import build_pipeline
+from jointserve.store import ArtifactStore
 
 from ._breaker import CircuitBreaker
 from ._cloud import CloudClient, HttpCloud, ListenerUrls, NoCloud
@@ -64,6 +73,7 @@ class JointGateway(ListenerReplica):
         self.joint: JointModel | None = None
         self._config: GatewayConfig | None = None
         self._edge: tuple[tuple[ArtifactRef, ModelInfo | None], LoadedModel] | None = None
+        self._router_model: tuple[ArtifactRef, RouterModel] | None = None
         self._cloud: tuple[CloudTarget, int, CloudClient] | None = None
         self._writer: tuple[Any, HardExampleWriter] | None = None
         self._breaker: tuple[tuple[int, int], CircuitBreaker] | None = None
@@ -85,7 +95,8 @@ class JointGateway(ListenerReplica):
         self.joint = JointModel(
             name=config.service,
             edge=edge,
-            policy=_policy(spec.hardExampleMining, config.calibration),
+            policy=_policy(spec.hardExampleMining, config.calibration,
+                           await self._router(config.router)),
             policy_name=spec.hardExampleMining.name,
             pipeline=build_pipeline(spec.preprocess, spec.postprocess),
             cloud=await self._cloud_client(config.cloud, spec.cloud.maxInFlight),
@@ -99,6 +110,14 @@ class JointGateway(ListenerReplica):
         await self._publish()
         log.info("%s: edge %s %s, cloud %s, policy %s", config.service, config.edge.model_name,
                  edge.version, config.cloud.transport, spec.hardExampleMining.name)
+
+    async def _router(self, source: ArtifactRef | None) -> RouterModel | None:
+        """The LearnedRouter's model, fetched through this node's store (kept while the same)."""
+        if source is None:
+            return None
+        if self._router_model is None or self._router_model[0] != source:
+            self._router_model = (source, await asyncio.to_thread(_load_router, source))
+        return self._router_model[1]
 
     async def _edge_model(self, source: ArtifactRef, info: ModelInfo | None) -> LoadedModel:
         if self._edge is None or self._edge[0] != (source, info):
@@ -194,9 +213,11 @@ class JointGateway(ListenerReplica):
         raise ModelNotFound(f"no route {request.path!r}; see the OIP v2 REST API")
 
 
-def _policy(hem: HardExampleMining, calibration: Calibration | None) -> HemPolicy:
-    """The service's policy; with a calibration, its score cut where the budget says."""
-    policy = build_policy(hem.name, hem.parameters)
+def _policy(hem: HardExampleMining, calibration: Calibration | None,
+            router: RouterModel | None = None) -> HemPolicy:
+    """The service's policy (a LearnedRouter with its router loaded); with a calibration,
+    its score cut where the budget says."""
+    policy = build_policy(hem.name, hem.parameters, router)
     if calibration is None:
         return policy
     cutoff = Cutoff(calibration.threshold, calibration.atThreshold)
@@ -204,6 +225,12 @@ def _policy(hem: HardExampleMining, calibration: Calibration | None) -> HemPolic
     adapt = (Adapt.around(cutoff, budget.cloudRatio, budget.adaptRange)
              if budget is not None and budget.adapt else None)
     return Budgeted(policy, cutoff, adapt=adapt)
+
+
+def _load_router(source: ArtifactRef) -> RouterModel:
+    store = ArtifactStore(Path(source.store_root))
+    fetched = store.fetch(source.model_name, source.version, source.url, source.sha256)
+    return RouterModel(fetched.path / ROUTER_FILE)
 
 
 def _configured(joint: JointModel | None, service: str) -> JointModel:

@@ -8,7 +8,7 @@ only there, so embedded mode never loads the Kubernetes client).
 """
 
 from ._directory import DirectorySource, Snapshot
-from ._evaluations import evaluate_once
+from ._evaluations import evaluate_once, train_router_once
 from ._operator import DirectoryOperator
 from ._ray import AppState, ServeBackend, connect_ray, start_local_ray
 from ._reconcile import Backend, Reconciler, Verification
@@ -31,5 +31,6 @@ __all__ = [
     "build_serve_config",
     "connect_ray",
     "evaluate_once",
+    "train_router_once",
     "start_local_ray",
 ]

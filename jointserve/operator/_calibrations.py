@@ -36,6 +36,7 @@ from ._evaluations import (
     calibration_summary,
     load_app,
 )
+from ._routers import RouterArtifact, load_router
 from ._serve_config import ModelApp
 
 CalibrationKey = tuple[str, str, str, str]  # edge version, dataset, its sha256, digest
@@ -57,8 +58,8 @@ def calibration_key(calibration: Calibration) -> CalibrationKey:
 
 
 def calibration_job(store: ArtifactStore, key: ResourceKey, service: JointInferenceService,
-                    edge: ModelApp, cloud: ModelApp | str, data: DatasetFile
-                    ) -> tuple[EvaluationJob, CalibrationKey]:
+                    edge: ModelApp, cloud: ModelApp | str, data: DatasetFile,
+                    router: RouterArtifact | None = None) -> tuple[EvaluationJob, CalibrationKey]:
     """The job calibrating `service`'s budget over its verified edge version."""
     spec = service.spec
     assert spec.hardExampleMining.budget is not None
@@ -70,7 +71,7 @@ def calibration_job(store: ArtifactStore, key: ResourceKey, service: JointInfere
         cloud_tier = cloud if isinstance(cloud, str) else load_app(store, cloud)
         samples = load_samples(path, dataset_spec)
         return calibrate_service(key[2], spec, load_app(store, edge), cloud_tier, samples, ref,
-                                 digest, progress)
+                                 digest, progress, load_router(store, router))
 
     cloud_id = (cloud,) if isinstance(cloud, str) else (cloud.version, cloud.sha256)
     label = (f"{spec.hardExampleMining.name} of {edge.model_name} {edge.version} on "

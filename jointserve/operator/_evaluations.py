@@ -41,12 +41,14 @@ from jointserve.api import (
 from jointserve.evaluation import (
     DatasetRef,
     EvaluationError,
+    TrainedRouter,
     evaluate_model,
     evaluate_service,
     load_samples,
     model_digest,
     service_digest,
     service_version,
+    train_router,
 )
 from jointserve.protocol import LoadedModel
 from jointserve.routing import Cutoff
@@ -54,6 +56,7 @@ from jointserve.store import ArtifactError, ArtifactStore
 
 from ._datasets import DatasetCounter, dataset_status, store_name
 from ._joint import remote_infer_url
+from ._routers import RouterArtifact, load_router
 from ._serve_config import ModelApp
 
 log = logging.getLogger(__name__)
@@ -254,7 +257,8 @@ def model_job(store: ArtifactStore, key: ResourceKey, model: InferenceModel, app
 
 def service_job(store: ArtifactStore, key: ResourceKey, service: JointInferenceService,
                 edge: ModelApp, cloud: ModelApp | str, data: DatasetFile,
-                cutoff: Cutoff | None = None) -> tuple[EvaluationJob, tuple[str, str, str, str]]:
+                cutoff: Cutoff | None = None, router: RouterArtifact | None = None
+                ) -> tuple[EvaluationJob, tuple[str, str, str, str]]:
     """The job evaluating `service` over its verified edge version and its cloud: a verified
     version, or the infer URL of a remote one (cloudModel.url). `cutoff`: the calibrated cut
     the gateway applies (status.calibration), if there is one."""
@@ -271,7 +275,7 @@ def service_job(store: ArtifactStore, key: ResourceKey, service: JointInferenceS
         cloud_tier = cloud if isinstance(cloud, str) else load_app(store, cloud)
         samples = load_samples(path, dataset_spec)
         return evaluate_service(key[2], spec, edge_model, cloud_tier, samples, ref, digest,
-                                progress, cutoff)
+                                progress, cutoff, load_router(store, router))
 
     if isinstance(cloud, str):
         version, cloud_id, cloud_label = service_version(edge.version, None), (cloud,), cloud
@@ -338,7 +342,35 @@ def evaluate_once(resources: Mapping[ResourceKey, object], target: ResourceKey,
     assert isinstance(resource, (InferenceModel, JointInferenceService))
     evaluation = resource.spec.evaluation
     assert evaluation is not None
-    namespace = target[1]
+    data = _dataset_once(resources, target[1], evaluation, store)
+    if isinstance(resource, InferenceModel):
+        job, _ = model_job(store, target, resource, _fetched(store, resource), data)
+    else:
+        edge, cloud = _tiers_once(resources, target[1], resource, store)
+        job, _ = service_job(store, target, resource, edge, cloud, data)
+    result = job.run(progress or (lambda _done, _total: None))
+    assert isinstance(result, ModelMetrics)
+    return result
+
+
+def train_router_once(resources: Mapping[ResourceKey, object], target: ResourceKey,
+                      dataset: str, store: ArtifactStore,
+                      progress: Progress | None = None) -> TrainedRouter:
+    """Train a LearnedRouter for the JointInferenceService `target` on Dataset `dataset`, now
+    (`jointserve train-router`)."""
+    service = resources[target]
+    assert isinstance(service, JointInferenceService)
+    data = _dataset_once(resources, target[1], Evaluation(dataset=dataset), store)
+    assert data.dataset is not None and data.path is not None and data.ref is not None
+    edge, cloud = _tiers_once(resources, target[1], service, store)
+    cloud_tier = cloud if isinstance(cloud, str) else load_app(store, cloud)
+    return train_router(target[2], service.spec, load_app(store, edge), cloud_tier,
+                        load_samples(data.path, data.dataset.spec), data.ref, progress=progress)
+
+
+def _dataset_once(resources: Mapping[ResourceKey, object], namespace: str,
+                  evaluation: Evaluation, store: ArtifactStore) -> DatasetFile:
+    """The evaluation's Dataset, fetched and counted into `store` now."""
     dataset_key = (Dataset.KIND, namespace, evaluation.dataset)
     statuses: dict[ResourceKey, DatasetStatus] = {}
     dataset = resources.get(dataset_key)
@@ -350,15 +382,17 @@ def evaluate_once(resources: Mapping[ResourceKey, object], target: ResourceKey,
     data = dataset_file(store, namespace, evaluation, resources, statuses)
     if data.problem is not None:
         raise EvaluationError(*data.problem)
-    if isinstance(resource, InferenceModel):
-        job, _ = model_job(store, target, resource, _fetched(store, resource), data)
-    else:
-        edge = _model_named(resources, namespace, resource.spec.edgeModel.name, "edgeModel")
-        cloud_ref = resource.spec.cloudModel
-        cloud = (remote_infer_url(cloud_ref) if cloud_ref.url is not None else _fetched(
-            store, _model_named(resources, namespace, cloud_ref.name, "cloudModel")))
-        job, _ = service_job(store, target, resource, _fetched(store, edge), cloud, data)
-    return job.run(progress or (lambda _done, _total: None))
+    return data
+
+
+def _tiers_once(resources: Mapping[ResourceKey, object], namespace: str,
+                service: JointInferenceService, store: ArtifactStore) -> tuple[ModelApp, ModelApp | str]:
+    """The service's edge version and its cloud (a version, or a remote URL), fetched now."""
+    edge = _model_named(resources, namespace, service.spec.edgeModel.name, "edgeModel")
+    cloud_ref = service.spec.cloudModel
+    cloud = (remote_infer_url(cloud_ref) if cloud_ref.url is not None else _fetched(
+        store, _model_named(resources, namespace, cloud_ref.name, "cloudModel")))
+    return _fetched(store, edge), cloud
 
 
 def _model_named(resources: Mapping[ResourceKey, object], namespace: str, name: str | None,

@@ -28,6 +28,7 @@ from jointserve.api import (
 from jointserve.contract import CloudTarget, route_prefix
 
 from ._ray import AppState
+from ._routers import RouterArtifact
 from ._serve_config import GatewayApp, ModelApp
 
 
@@ -64,12 +65,14 @@ def plan_service(key: ResourceKey, service: JointInferenceService,
                  verified: Mapping[ResourceKey, ModelApp | None],
                  app_name: str, public_url: str, taken_names: set[str],
                  deleting: Collection[ResourceKey] = frozenset(),
-                 calibration: Calibration | None = None) -> JointPlan:
+                 calibration: Calibration | None = None,
+                 router: RouterArtifact | None = None) -> JointPlan:
     """The gateway application of `service`, from the InferenceModel plans of this pass.
 
     `deleting`: InferenceModels being deleted (Kubernetes mode, finalizer pending); they are
     no longer in `models`, and a service using one says so rather than "not found".
-    `calibration`: the cut the gateway applies (hardExampleMining.budget), if any.
+    `calibration`: the cut the gateway applies (hardExampleMining.budget), if any;
+    `router`: the verified LearnedRouter archive, if any.
     """
     _, namespace, name = key
     spec = service.spec
@@ -107,6 +110,7 @@ def plan_service(key: ResourceKey, service: JointInferenceService,
         node_selector=dict(spec.nodeSelector),
         autoscaling=spec.autoscaling,
         calibration=calibration,
+        router=router,
     )
     return JointPlan(app, None, cloud_problem)
 

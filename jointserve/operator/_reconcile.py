@@ -51,6 +51,7 @@ from jointserve.store import ArtifactError, ArtifactStore, ProgressCallback, red
 from ._calibrations import applied_calibration, calibrated, calibration_job, known_calibration
 from ._datasets import DatasetCounter, dataset_status
 from ._offload import OffloadWatch, offload_condition, totals
+from ._routers import RouterOutcome, RouterVerifier, router_condition
 from ._evaluations import (
     EvaluationJob,
     EvaluationState,
@@ -179,6 +180,8 @@ class Reconciler:
         self._verified: dict[tuple[str, str, str, str], Verification] = {}
         self._datasets = DatasetCounter(store, progress, events)
         self._offload = OffloadWatch()
+        self._routers = RouterVerifier(store)
+        self._router_outcomes: dict[ResourceKey, RouterOutcome | None] = {}
         self._evaluator = Evaluator()
         # This pass's selections: each service with its selectors resolved, and the
         # evaluations they need ({model key: dataset names}).
@@ -277,11 +280,16 @@ class Reconciler:
                         if budget is not None else None)
             conditions = offload_condition(conditions, budget, realised,
                                            service.metadata.generation)
+            conditions = router_condition(conditions, self._router_outcomes.get(key),
+                                          service.metadata.generation)
+            used = plan.app.router if plan.app is not None else None
             out[key] = self._save(key, service, status.model_copy(
-                update={"conditions": conditions, "calibration": found, "offload": realised}))
+                update={"conditions": conditions, "calibration": found, "offload": realised,
+                        "routerSha256": used.sha256 if used is not None else None}))
         self._seen_running |= {name for name, state in states.items() if state.status == "RUNNING"}
         self._evaluator.forget(self._evaluating)
         self._offload.forget(set(services))
+        self._routers.forget(set(services))
         for key in set(self._records) - set(models) - set(services) - set(datasets):
             self.statuses.delete(key)
             del self._records[key]
@@ -303,8 +311,10 @@ class Reconciler:
             resolved, choices = self._select_models(key, service, models, plans)
             applied = applied_calibration(
                 resolved.spec, self._saved(key, JointInferenceServiceStatus).calibration)
+            router, self._router_outcomes[key] = self._routers.verify(
+                key, resolved.spec.hardExampleMining)
             plan = plan_service(key, resolved, models, verified, app_name(key),
-                                self.public_url, set(taken), deleting, applied)
+                                self.public_url, set(taken), deleting, applied, router)
             out[key] = _unselected(plan, choices)
             self._resolved[key] = (resolved, choices)
             taken.add(key[2])
@@ -428,7 +438,7 @@ class Reconciler:
             return [not_evaluable(*data.problem)]
         applied = plan.app.calibration
         job, metrics_key = service_job(self.store, key, service, plan.app.edge, cloud, data,
-                                       cutoff_of(applied) if applied else None)
+                                       cutoff_of(applied) if applied else None, plan.app.router)
         return [self._run(job, metrics_key, self._saved(key, JointInferenceServiceStatus).metrics)]
 
     def _service_calibration(self, key: ResourceKey, service: JointInferenceService,
@@ -448,7 +458,8 @@ class Reconciler:
                             datasets)
         if data.problem is not None:
             return not_evaluable(*data.problem)
-        job, wanted = calibration_job(self.store, key, service, plan.app.edge, cloud, data)
+        job, wanted = calibration_job(self.store, key, service, plan.app.edge, cloud, data,
+                                      plan.app.router)
         saved = self._saved(key, JointInferenceServiceStatus).calibration
         done = known_calibration(saved, wanted)
         if done is not None:

@@ -37,6 +37,8 @@ from jointserve.contract import (
     user_config,
 )
 
+from ._routers import RouterArtifact
+
 # Custom resource each layer's nodes carry. A replica asks for a sliver of it so any number
 # of replicas fits on a node that has the resource at all.
 LAYER_RESOURCES: dict[str, str] = {"edge": "jointserve_edge", "cloud": "jointserve_cloud"}
@@ -104,6 +106,7 @@ class GatewayApp:
     spec: JointInferenceServiceSpec
     replicas: int = 1
     calibration: Calibration | None = None  # the cut applied (hardExampleMining.budget)
+    router: RouterArtifact | None = None  # LearnedRouter: the verified router archive
     node_selector: dict[str, str] = field(default_factory=dict)
     autoscaling: Autoscaling | None = None
 
@@ -227,9 +230,17 @@ def _gateway_app(gateway: GatewayApp, settings: ServeSettings) -> dict[str, Any]
                     cloud=gateway.cloud,
                     spec=gateway.spec,
                     calibration=gateway.calibration,
+                    router=_router_ref(gateway.router, settings.store_root),
                 )),
                 # The edge model runs in the gateway: it goes where edge models go.
                 "ray_actor_options": _actor_options("edge", gateway.node_selector, settings),
             }
         ],
     }
+
+
+def _router_ref(router: RouterArtifact | None, store_root: str) -> ArtifactRef | None:
+    if router is None:
+        return None
+    return ArtifactRef(model_name=router.model_name, version=router.version, url=router.url,
+                       sha256=router.sha256, store_root=store_root)

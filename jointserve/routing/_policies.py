@@ -9,7 +9,8 @@ Sedna-compatible policies keep Sedna's names, parameters and rules
 `ThresholdFilter`, `CrossEntropyFilter`, `IBTFilter` (detections: rows of
 [x1, y1, x2, y2, score, label]) and `RandomFilter`. `MaxProb`, `Margin` and `Entropy` are the
 usual uncertainty rules for classifiers' probability vectors; `EdgeOnly` and `CloudOnly` pin
-every input to one tier.
+every input to one tier. `LearnedRouter` scores with a small classifier trained on a Dataset
+to predict "the cloud would fix this answer" (routing._learned).
 """
 
 from __future__ import annotations
@@ -153,20 +154,51 @@ class CloudOnly(_Params):
         return HemDecision(hard=True, score=1.0)
 
 
+class LearnedRouter(_Params):
+    """Hard when a small trained classifier (`jointserve train-router`) gives a probability
+    above `threshold` that the cloud would fix the edge's answer; its score is that
+    probability. Until a router is loaded (`load`), it scores as `Margin` does."""
+
+    NAME: ClassVar[str] = "LearnedRouter"
+    threshold: Fraction = 0.5
+    _router: Any = PrivateAttr(None)
+    _untrained: Margin = PrivateAttr(default_factory=Margin)
+
+    def load(self, router: Any) -> "LearnedRouter":
+        """Judge with `router` (routing._learned.RouterModel) from now on."""
+        self._router = router
+        return self
+
+    @property
+    def loaded(self) -> bool:
+        return self._router is not None
+
+    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+        if self._router is None:
+            return self._untrained(edge_output)
+        score = self._router.score(edge_output)
+        return HemDecision(hard=score > self.threshold, score=score)
+
+
 POLICIES: dict[str, type[_Params]] = {
     cls.NAME: cls
     for cls in (ThresholdFilter, CrossEntropyFilter, IBTFilter, RandomFilter, MaxProb, Margin,
-                Entropy, EdgeOnly, CloudOnly)
+                Entropy, EdgeOnly, CloudOnly, LearnedRouter)
 }
 
 
-def build_policy(name: str, parameters: dict[str, Any] | None = None) -> HemPolicy:
-    """The policy `name` with `parameters`; ValueError naming the field and rule otherwise."""
+def build_policy(name: str, parameters: dict[str, Any] | None = None,
+                 router: Any = None) -> HemPolicy:
+    """The policy `name` with `parameters` (a LearnedRouter with `router` loaded, if given);
+    ValueError naming the field and rule otherwise."""
     cls = POLICIES.get(name)
     if cls is None:
         raise ValueError(f"hardExampleMining.name: must be one of {sorted(POLICIES)} (got {name!r})")
     try:
-        return cls.model_validate(parameters or {})  # type: ignore[return-value]
+        policy = cls.model_validate(parameters or {})
+        if router is not None and isinstance(policy, LearnedRouter):
+            policy.load(router)
+        return policy  # type: ignore[return-value]
     except ValidationError as exc:
         problems = [
             f"hardExampleMining.parameters.{'.'.join(map(str, e['loc']))}: "

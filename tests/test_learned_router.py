@@ -1,0 +1,176 @@
+"""LearnedRouter: the router's features, training it on a Dataset (scikit-learn, ONNX out),
+the archive `jointserve train-router` writes, and the operator verifying it and handing it to
+the gateway. Real models of the digits example, a real ArtifactStore; Serve is the
+FakeBackend (the gateway's user_config is what is checked)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from jointserve.cli import main
+from jointserve.evaluation import DatasetRef, EvaluationError, load_samples, train_router
+from jointserve.protocol import LoadedModel
+from jointserve.routing import ROUTER_FILE, ROUTER_INFO, RouterModel, build_policy, router_features
+from jointserve.store import ArtifactStore
+from tests._fakes import FakeBackend
+from tests.test_evaluation import (
+    condition,
+    csv_dataset,
+    gateway_config,
+    model_doc,
+    new_reconciler,
+    passes,
+    service_doc,
+    settled,
+)
+
+
+@pytest.fixture(scope="module")
+def split(example: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(example / "samples.npz") as arrays:
+        return arrays["X"], arrays["y"]
+
+
+@pytest.fixture(scope="module")
+def trained(example: Path, split: tuple, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A router for the digits service, trained on the test split; its archive on disk."""
+    tmp = tmp_path_factory.mktemp("router")
+    store = ArtifactStore(tmp / "store")
+    loaded = {}
+    for name in ("digits-edge", "digits-cloud"):
+        entry = model_doc(example, name).spec.file_for("v1")
+        path = store.fetch(name, "v1", entry.downloadURL, entry.sha256sum).path
+        loaded[name] = LoadedModel.load(name, "v1", path)
+    ds = csv_dataset(tmp, *split)
+    samples = load_samples(Path(ds.spec.url.removeprefix("file://")), ds.spec)
+    router = train_router("digits", service_doc(example).spec, loaded["digits-edge"],
+                          loaded["digits-cloud"], samples, DatasetRef("digits-test", ds.spec.sha256sum))
+    archive = tmp / "router.tar.gz"
+    archive.write_bytes(router.archive)
+    return {"router": router, "archive": archive, "dataset": ds, "loaded": loaded,
+            "samples": samples}
+
+
+def members(archive: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def test_features_are_the_sorted_probabilities_margin_and_entropy() -> None:
+    features = router_features(np.array([[0.2, 0.7, 0.1], [1 / 3, 1 / 3, 1 / 3]]))
+    assert features.dtype == np.float32 and features.shape == (2, 5)
+    np.testing.assert_allclose(features[0, :3], [0.7, 0.2, 0.1], rtol=1e-6)
+    assert features[0, 3] == pytest.approx(0.5)
+    assert features[1, 3] == pytest.approx(0.0, abs=1e-7)
+    assert features[1, 4] == pytest.approx(1.0, rel=1e-6)  # uniform: the largest entropy
+    with pytest.raises(ValueError, match=r"class probabilities \[N, C\] with C >= 2"):
+        router_features(np.zeros((2, 1)))
+
+
+def test_a_trained_router_scores_the_samples_the_cloud_fixes_higher(trained: dict, split: tuple) -> None:
+    router, samples = trained["router"], trained["samples"]
+    files = members(router.archive)
+    assert set(files) == {ROUTER_FILE, ROUTER_INFO}
+    info = json.loads(files[ROUTER_INFO])
+    assert info == router.info and info["features"] == 12 and info["edgeVersion"] == "v1"
+    held = info["heldOut"]
+    assert held["rows"] == round(0.3 * len(samples)) and 0.0 <= held["auc"] <= 1.0
+    model = RouterModel(files[ROUTER_FILE])
+    edge = trained["loaded"]["digits-edge"].model
+    probs = edge.run({"input": split[0].astype(np.float32)})["probabilities"]
+    cloud = trained["loaded"]["digits-cloud"].model.run({"input": split[0].astype(np.float32)})
+    fixes = (probs.argmax(axis=1) != split[1]) & (cloud["label"] == split[1])
+    scores = model.scores(probs)
+    assert scores[fixes].mean() > scores[~fixes].mean() + 0.2
+    # One row at a time, as the gateway calls it, the same score.
+    assert model.score(probs[0]) == pytest.approx(float(scores[0]), abs=1e-6)
+    # As a policy: the router's probability is the score, and hard above the threshold.
+    policy = build_policy("LearnedRouter", {"threshold": 0.5}, model)
+    decision = policy(probs[int(np.argmax(scores))])
+    assert decision.hard and decision.score == pytest.approx(float(scores.max()), abs=1e-6)
+
+
+def test_an_untrained_learned_router_scores_as_margin() -> None:
+    probs = np.array([0.6, 0.3, 0.1], np.float32)
+    assert build_policy("LearnedRouter")(probs) == build_policy("Margin")(probs)
+
+
+def test_nothing_to_learn_is_named(trained: dict, example: Path) -> None:
+    samples = trained["samples"]
+    edge = trained["loaded"]["digits-edge"]
+    # The edge against itself as the cloud: it never fixes anything.
+    with pytest.raises(EvaluationError) as info:
+        train_router("digits", service_doc(example).spec, edge, edge, samples,
+                     DatasetRef("digits-test", "0" * 64))
+    assert info.value.reason == "InputsRejected" and "the cloud fixes 0 of 450" in info.value.detail
+
+
+def learned_service(example: Path, archive: Path, sha256: str):
+    return service_doc(example, hardExampleMining={
+        "name": "LearnedRouter", "output": "probabilities",
+        "router": {"url": archive.as_uri(), "sha256sum": sha256}})
+
+
+def test_the_operator_verifies_the_router_and_hands_it_to_the_gateway(
+        trained: dict, example: Path, tmp_path: Path) -> None:
+    backend, store = FakeBackend(), ArtifactStore(tmp_path / "store")
+    archive = trained["archive"]
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    models = [model_doc(example, "digits-edge"), model_doc(example, "digits-cloud")]
+    reconciler = new_reconciler(backend, store, tmp_path / "state")
+    status = passes(reconciler, [*models, learned_service(example, archive, digest)],
+                    settled("digits", "RouterReady"))["digits"]
+    assert condition(status, "RouterReady")[:2] == ("True", "RouterVerified")
+    assert status["routerSha256"] == digest
+    assert gateway_config(backend, "digits")["router"]["sha256"] == digest
+
+    # A wrong sha256 is refused by name and the good router stays in place.
+    wrong = learned_service(example, archive, "0" * 64)
+    status = passes(reconciler, [*models, wrong],
+                    lambda s: condition(s["digits"], "RouterReady")[0] == "False")["digits"]
+    assert condition(status, "RouterReady")[1] == "Sha256Mismatch"
+    assert status["routerSha256"] == digest
+    assert gateway_config(backend, "digits")["router"]["sha256"] == digest
+
+
+def test_a_learned_router_without_an_archive_says_so(example: Path, tmp_path: Path) -> None:
+    backend, store = FakeBackend(), ArtifactStore(tmp_path / "store")
+    service = service_doc(example, hardExampleMining={"name": "LearnedRouter"})
+    status = passes(new_reconciler(backend, store, tmp_path / "state"),
+                    [model_doc(example, "digits-edge"), model_doc(example, "digits-cloud"), service],
+                    settled("digits", "RouterReady"))["digits"]
+    assert condition(status, "RouterReady")[:2] == ("False", "RouterNotSet")
+    assert "router" not in gateway_config(backend, "digits")
+    assert condition(status, "Ready")[0] == "True"
+
+
+def test_jointserve_train_router_writes_an_archive_and_the_spec(
+        example: Path, split: tuple, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    files = tmp_path / "resources"
+    files.mkdir()
+    for name in ("digits-edge", "digits-cloud"):
+        (files / f"{name}.yaml").write_text(yaml.safe_dump(
+            model_doc(example, name).model_dump(mode="json", exclude_none=True)))
+    (files / "digits.yaml").write_text(yaml.safe_dump(
+        service_doc(example).model_dump(mode="json", exclude_none=True)))
+    ds = csv_dataset(tmp_path, *split)
+    (files / "data.yaml").write_text(yaml.safe_dump(ds.model_dump(mode="json", exclude_none=True)))
+    out = tmp_path / "router.tar.gz"
+    code = main(["train-router", str(files / "digits.yaml"), "--dataset", "digits-test",
+                 "--out", str(out), "--state-dir", str(tmp_path / "state")])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    summary, held, *spec = printed.out.splitlines()
+    assert summary.startswith(f"{out}: router on 12 features")
+    assert held.startswith("held out: AUC ")
+    hem = yaml.safe_load("\n".join(spec))["hardExampleMining"]
+    assert hem["router"]["sha256sum"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert set(members(out.read_bytes())) == {ROUTER_FILE, ROUTER_INFO}
