@@ -39,7 +39,8 @@ from jointserve.routing import build_policy, cutoff_for
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "examples" / "digits" / "build.py"
 
-POLICIES = ("MaxProb", "Margin", "Entropy", "CrossEntropyFilter", "RandomFilter")
+POLICIES = ("MaxProb", "Margin", "Entropy", "CrossEntropyFilter", "RandomFilter", "LearnedRouter")
+LEARNED = "LearnedRouter"
 ORACLE = "oracle"
 SPLIT = {"train": 0.6, "validation": 0.2, "test": 0.2}
 CURVE_GRID = np.round(np.linspace(0.0, 1.0, 51), 4)  # target offload ratios, steps of 0.02
@@ -110,23 +111,61 @@ def evaluate_seed(seed: int) -> SeedRun:
         # predict_proba rather than the ONNX exports: build.py checks that they agree, and
         # skl2onnx's probabilities equal scikit-learn's to float32 precision.
         p_val, p_test = edge.predict_proba(X_val), edge.predict_proba(X_test)
-        cloud_test = cloud.predict(X_test)
+        cloud_val, cloud_test = cloud.predict(X_val), cloud.predict(X_test)
+        # The training rows the edge model never saw also teach the router (the cloud saw
+        # them, so there its answers are those of a model on its own training data).
+        p_unseen = edge.predict_proba(X_train[n_edge:])
+        cloud_unseen = cloud.predict(X_train[n_edge:])
 
+    # Classes are 0..9, so argmax is the label.
+    fixes_val = (p_val.argmax(axis=1) != y_val) & (cloud_val == y_val)
+    fixes_unseen = (p_unseen.argmax(axis=1) != y_train[n_edge:]) & (cloud_unseen == y_train[n_edge:])
+    extra = (p_unseen, fixes_unseen)
     return SeedRun(
         seed=seed,
-        edge_correct=p_test.argmax(axis=1) == y_test,  # classes are 0..9, so argmax is the label
+        edge_correct=p_test.argmax(axis=1) == y_test,
         cloud_correct=cloud_test == y_test,
-        scores={name: _policy_scores(name, seed, p_val, p_test) for name in POLICIES},
+        scores={name: policy_scores(name, seed, p_val, p_test, fixes_val, extra)
+                for name in POLICIES},
         n_train=len(y_train), n_validation=len(y_val), edge=edge, cloud=cloud, X_test=X_test)
 
 
-def _policy_scores(name: str, seed: int, p_val: np.ndarray,
-                   p_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def policy_scores(name: str, seed: int, p_val: np.ndarray, p_test: np.ndarray,
+                  fixes_val: np.ndarray, extra: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """The real policy's score (higher = harder), one sample at a time as the gateway calls it.
-    Its own threshold parameter is not used: the cut is calibrated on the validation scores."""
+    Its own threshold parameter is not used: the cut is calibrated on the validation scores.
+    LearnedRouter: `learned_scores` (trained on validation, where the cloud's fixes are known)."""
+    if name == LEARNED:
+        return learned_scores(p_val, p_test, fixes_val, seed, extra)
     policy = build_policy(name, {"seed": seed} if name == "RandomFilter" else None)
     return (np.array([policy(row).score for row in p_val]),
             np.array([policy(row).score for row in p_test]))
+
+
+def learned_scores(p_val: np.ndarray, p_test: np.ndarray, fixes_val: np.ndarray, seed: int,
+                   extra: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """A LearnedRouter as the product trains one (jointserve.evaluation.fit_router, ONNX,
+    scored by routing.RouterModel): on test, the router fitted on all validation rows (and
+    `extra` rows, if given); on validation (to calibrate its cut), each half scored by the
+    router fitted on the other half (and `extra`), so the cut is taken from scores of rows
+    the router did not see."""
+    from jointserve.evaluation import fit_router
+    from jointserve.routing import RouterModel
+
+    p_extra, fixes_extra = extra if extra is not None else (p_val[:0], fixes_val[:0])
+
+    def fit(rows: np.ndarray) -> RouterModel:
+        return RouterModel(fit_router(np.concatenate([p_val[rows], p_extra]),
+                                      np.concatenate([fixes_val[rows], fixes_extra])))
+
+    halves = np.random.default_rng(seed).permutation(len(fixes_val)) % 2 == 0
+    val_scores = np.empty(len(fixes_val))
+    for half in (halves, ~halves):
+        val_scores[half] = fit(~half).scores(p_val[half])
+    test_scores = fit(np.ones(len(fixes_val), dtype=bool)).scores(p_test)
+    return val_scores, np.asarray(test_scores, dtype=np.float64)
 
 
 # -- routing at a target offload ratio --------------------------------------------------------
@@ -287,6 +326,8 @@ def summarise(runs: Sequence[SeedRun], offloads: Sequence[float] = (0.1, 0.2, 0.
                   "n_test": len(runs[0].edge_correct)},
         "models": {"edge": "LogisticRegression on the first EDGE_V1_SAMPLES training samples "
                            "(examples/digits/build.py edge v1 recipe)",
+                   "router": "LearnedRouter: fit_router on the validation rows and the training "
+                             "rows the edge never saw; its validation scores cross-fitted",
                    "cloud": "MLPClassifier(256, 256) on the whole training part "
                             "(build.py cloud v1 recipe, random_state = seed)"},
         "a_edge": _stats([run.a_edge for run in runs]),
@@ -391,8 +432,10 @@ def routing_markdown(result: dict[str, Any]) -> str:
         f"{len(result['seeds'])} seeds; stratified {result['split']['train']:.0%} / "
         f"{result['split']['validation']:.0%} / {result['split']['test']:.0%} "
         f"train/validation/test split ({result['split']['n_test']} test samples); cuts "
-        "calibrated on validation as hardExampleMining.budget does, figures on test, mean ± std over seeds. Edge: "
-        f"{result['models']['edge']}; cloud: {result['models']['cloud']}.",
+        "calibrated on validation as hardExampleMining.budget does, figures on test, "
+        "mean ± std over seeds. Edge: "
+        f"{result['models']['edge']}; cloud: {result['models']['cloud']}; "
+        f"{result['models']['router']}.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -121,7 +121,12 @@ class OperatorHarness:
                 return False
             if self.condition(name, "Ready").get("status") != "True":
                 return False
-            response = self.http.get(f"/v2/models/{model_name}/ready")
+            try:
+                response = self.http.get(f"/v2/models/{model_name}/ready")
+            except httpx.ConnectError:
+                # The front door (HAProxy, Serve's server app) of a fresh Serve may start a
+                # moment after the first model's replicas report RUNNING: not yet, ask again.
+                return False
             return response.status_code == 200 and response.json()["version"] == version
         self.wait_for(serving, f"{name} serving {version}")
 

@@ -35,7 +35,7 @@ from ._run import (
     service_digest,
     service_version,
 )
-from ._router import TrainedRouter, train_router
+from ._router import TrainedRouter, fit_router, train_router
 from ._samples import MAX_IMAGE_BYTES, Samples, load_samples, read_url
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "cutoff_of",
     "evaluate_model",
     "evaluate_service",
+    "fit_router",
     "load_samples",
     "model_digest",
     "detected_boxes",

@@ -60,7 +60,9 @@ def train_router(name: str, spec: JointInferenceServiceSpec, edge: LoadedModel,
                               f"{int(fixes.sum())} of {len(fixes)} edge answers; a router "
                               "needs at least 2 of each kind to learn from")
     features = router_features(_edge_probabilities(spec, edge, samples))
-    model, held_out = _fit(features, fixes, seed)
+    held_out = _held_out(fixes, seed)
+    train = np.setdiff1d(np.arange(len(fixes)), held_out)
+    model = _fit(features[train], fixes[train])
     judged = _judge(model, features[held_out], fixes[held_out], edge_right[held_out],
                     cloud_right[held_out], np.asarray(run.scores)[held_out])
     onnx = _to_onnx(model, features.shape[1])
@@ -96,20 +98,30 @@ def _edge_probabilities(spec: JointInferenceServiceSpec, edge: LoadedModel,
     return probs
 
 
-def _fit(features: np.ndarray, fixes: np.ndarray, seed: int) -> tuple[Any, np.ndarray]:
-    """A logistic regression fitted on a stratified share of the rows; the held-out rows."""
+def fit_router(probabilities: np.ndarray, fixes: np.ndarray) -> bytes:
+    """router.onnx fitted on all the rows given: edge probabilities [N, C] and whether the
+    cloud fixes each row's answer (the routing benchmark trains its routers with this)."""
+    features = router_features(probabilities)
+    return _to_onnx(_fit(features, np.asarray(fixes, dtype=bool)), features.shape[1])
+
+
+def _held_out(fixes: np.ndarray, seed: int) -> np.ndarray:
+    """A stratified HELD_OUT share of the rows, sorted."""
     try:
-        from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import train_test_split
     except ImportError:
         raise EvaluationError("RouterTrainingUnavailable", "training a router needs "
                               "scikit-learn and skl2onnx: pip install 'jointserve[train]'") from None
-    rows = np.arange(len(fixes))
-    train, held_out = train_test_split(rows, test_size=HELD_OUT, random_state=seed,
-                                       stratify=fixes)
-    model = LogisticRegression(max_iter=1000, class_weight="balanced")
-    model.fit(features[train], fixes[train])
-    return model, np.sort(held_out)
+    _, held_out = train_test_split(np.arange(len(fixes)), test_size=HELD_OUT, random_state=seed,
+                                   stratify=fixes)
+    return np.sort(held_out)
+
+
+def _fit(features: np.ndarray, fixes: np.ndarray) -> Any:
+    """A logistic regression of `fixes` on `features`; classes balanced, as fixes are rare."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=1000, class_weight="balanced").fit(features, fixes)
 
 
 def _judge(model: Any, features: np.ndarray, fixes: np.ndarray, edge_right: np.ndarray,
