@@ -267,6 +267,26 @@ def _summarise_policy(runs: Sequence[SeedRun], name: str,
     }
 
 
+def router_cost_us(run: SeedRun) -> dict[str, float]:
+    """What a LearnedRouter costs the gateway per row: the median time of one
+    `LearnedRouter(row)` call (features + one onnxruntime call), beside Margin's, in µs."""
+    from jointserve.evaluation import fit_router
+    from jointserve.routing import RouterModel
+
+    probs = run.edge.predict_proba(run.X_test)
+    learned = build_policy(LEARNED, None, RouterModel(fit_router(probs, ~run.edge_correct)))
+    out = {}
+    for name, policy in ((LEARNED, learned), ("Margin", build_policy("Margin"))):
+        times = []
+        for i in range(TIMING_CALLS * 10):
+            row = probs[i % len(probs)]
+            start = time.perf_counter()
+            policy(row)
+            times.append(time.perf_counter() - start)
+        out[name] = statistics.median(times) * 1e6
+    return out
+
+
 def _time_ms(model: Any, X: np.ndarray) -> float:
     """Median wall time of one single-sample predict_proba call, in ms."""
     from threadpoolctl import threadpool_limits
@@ -339,6 +359,7 @@ def summarise(runs: Sequence[SeedRun], offloads: Sequence[float] = (0.1, 0.2, 0.
         "best_policy_at": ref,
         "t_edge_ms": float(t_edge_ms),
         "t_cloud_ms": float(t_cloud_ms),
+        "router_us": router_cost_us(runs[0]),
         "timing_source": timing_source,
         "expected_latency": _expected_latency(policies[best]["at"], offloads, rtts_ms,
                                               float(t_edge_ms), float(t_cloud_ms), measured_ms),
@@ -473,6 +494,10 @@ def routing_markdown(result: dict[str, Any]) -> str:
         "| RTT | " + " | ".join(f"E[T] @{p} target" for p in pct) + " | measured (mixed traffic) |",
         "|" + "---|" * (len(keys) + 2),
     ]
+    router = result.get("router_us")
+    if router:
+        lines.insert(0, f"LearnedRouter cost per row in the gateway: {router[LEARNED]:.1f} µs "
+                        f"(Margin: {router['Margin']:.1f} µs), median of single calls.\n")
     for row in result["expected_latency"]:
         cells = [f"{row['expected_ms'][k]:.2f} ms (ρ = {row['offload'][k]:.3f})" for k in keys]
         measured = "n/a" if row["measured_ms"] is None else f"{row['measured_ms']:.2f} ms"
