@@ -5,7 +5,7 @@ product's policies, its LearnedRouter training and its budget calibration, all t
 benchmarks.routing) runs on:
 
     iris               150 flowers, 3 classes; edge: a logistic regression on sepal length
-                       alone; cloud: an MLP on all four measurements
+                       alone, from 30 training rows; cloud: an MLP on all four measurements
     synthetic-5class   make_classification, 5 classes, 20 features (8 informative), 3% label
                        noise; edge: a logistic regression on 400 training rows; cloud: an MLP
     synthetic-ties     make_classification, 3 classes, 10 features, 8% label noise; edge: a
@@ -37,6 +37,7 @@ from benchmarks.routing import (
     ORACLE,
     POLICIES,
     SPLIT,
+    RouterRows,
     SeedRun,
     policy_scores,
     summarise,
@@ -109,8 +110,9 @@ def _knn(seed: int) -> Any:
 
 
 RECIPES: dict[str, Recipe] = {
-    "iris": Recipe(_iris, lambda seed: _Columns(_logistic(seed), 1), _mlp((64,)), None,
-                   "edge: logistic regression on sepal length alone; cloud: MLP(64) on all 4"),
+    "iris": Recipe(_iris, lambda seed: _Columns(_logistic(seed), 1), _mlp((64,)), 30,
+                   "edge: logistic regression on sepal length alone, 30 rows; "
+                   "cloud: MLP(64) on all 4 measurements"),
     "synthetic-5class": Recipe(
         _synthetic(n_features=20, n_informative=8, n_redundant=4, n_classes=5, flip_y=0.03),
         _logistic, _mlp((128, 128)), 400,
@@ -145,18 +147,18 @@ def evaluate_seed(name: str, seed: int) -> SeedRun:
         cloud_val, cloud_test = cloud.predict(X_val), cloud.predict(X_test)
         # Training rows the edge never saw are extra router training rows, as in
         # benchmarks.routing; a recipe whose edge saw every row has none.
-        extra = None
-        if rows < len(y_train):
-            p_unseen = edge.predict_proba(X_train[rows:])
-            extra = (p_unseen, (edge.classes_[p_unseen.argmax(axis=1)] != y_train[rows:])
-                     & (cloud.predict(X_train[rows:]) == y_train[rows:]))
+        p_unseen = edge.predict_proba(X_train[rows:]) if rows < len(y_train) else p_val[:0]
+        cloud_unseen = cloud.predict(X_train[rows:]) if rows < len(y_train) else y_val[:0]
     labels = edge.classes_
     fixes_val = (labels[p_val.argmax(axis=1)] != y_val) & (cloud_val == y_val)
+    fixes_unseen = ((labels[p_unseen.argmax(axis=1)] != y_train[rows:])
+                    & (cloud_unseen == y_train[rows:]))
+    router_rows = RouterRows(X_val, X_test, p_unseen, X_train[rows:], fixes_unseen)
     return SeedRun(
         seed=seed,
         edge_correct=labels[p_test.argmax(axis=1)] == y_test,
         cloud_correct=cloud_test == y_test,
-        scores={policy: policy_scores(policy, seed, p_val, p_test, fixes_val, extra)
+        scores={policy: policy_scores(policy, seed, p_val, p_test, fixes_val, router_rows)
                 for policy in POLICIES},
         n_train=len(y_train), n_validation=len(y_val), edge=edge, cloud=cloud, X_test=X_test)
 

@@ -30,7 +30,7 @@ def realised(cutoff: Cutoff, scores: np.ndarray, seed: int = 0) -> float:
 class _Score:
     """A policy whose score is its input's one value."""
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+    def __call__(self, edge_output: np.ndarray, model_input: np.ndarray | None = None) -> HemDecision:
         return HemDecision(hard=False, score=float(edge_output[0]))
 
 

@@ -73,6 +73,13 @@ def test_features_are_the_sorted_probabilities_margin_and_entropy() -> None:
     assert features[1, 4] == pytest.approx(1.0, rel=1e-6)  # uniform: the largest entropy
     with pytest.raises(ValueError, match=r"class probabilities \[N, C\] with C >= 2"):
         router_features(np.zeros((2, 1)))
+    # With the edge's inputs: their values follow, one flat row per sample.
+    images = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)
+    both = router_features(np.array([[0.2, 0.7, 0.1], [0.5, 0.5, 0.0]]), images)
+    assert both.shape == (2, 5 + 6)
+    np.testing.assert_array_equal(both[1, 5:], images[1].ravel())
+    with pytest.raises(ValueError, match="at most 4096 input values a row; this edge input has 5000"):
+        router_features(np.array([[0.5, 0.5]]), np.zeros((1, 5000)))
 
 
 def test_a_trained_router_scores_the_samples_the_cloud_fixes_higher(trained: dict, split: tuple) -> None:
@@ -80,22 +87,50 @@ def test_a_trained_router_scores_the_samples_the_cloud_fixes_higher(trained: dic
     files = members(router.archive)
     assert set(files) == {ROUTER_FILE, ROUTER_INFO}
     info = json.loads(files[ROUTER_INFO])
-    assert info == router.info and info["features"] == 12 and info["edgeVersion"] == "v1"
+    assert info == router.info and info["edgeVersion"] == "v1"
+    # Cross-validation chose the features: the probabilities' 12, and maybe the 64 pixels.
+    assert info["inputFeatures"] in (0, 64) and info["features"] == 12 + info["inputFeatures"]
+    assert set(info["crossValidatedAuc"]) == {"probabilities", "probabilities+inputs"}
     held = info["heldOut"]
     assert held["rows"] == round(0.3 * len(samples)) and 0.0 <= held["auc"] <= 1.0
     model = RouterModel(files[ROUTER_FILE])
     edge = trained["loaded"]["digits-edge"].model
-    probs = edge.run({"input": split[0].astype(np.float32)})["probabilities"]
-    cloud = trained["loaded"]["digits-cloud"].model.run({"input": split[0].astype(np.float32)})
+    pixels = split[0].astype(np.float32)
+    probs = edge.run({"input": pixels})["probabilities"]
+    cloud = trained["loaded"]["digits-cloud"].model.run({"input": pixels})
     fixes = (probs.argmax(axis=1) != split[1]) & (cloud["label"] == split[1])
-    scores = model.scores(probs)
-    assert scores[fixes].mean() > scores[~fixes].mean() + 0.2
+    scores = model.scores(probs, pixels)
+    # Ranked: a sample the cloud fixes mostly scores above one it does not (an AUC).
+    above = (scores[fixes][:, None] > scores[~fixes][None, :]).mean()
+    assert above > 0.8 and scores[fixes].mean() > 3 * scores[~fixes].mean()
     # One row at a time, as the gateway calls it, the same score.
-    assert model.score(probs[0]) == pytest.approx(float(scores[0]), abs=1e-6)
+    assert model.score(probs[0], pixels[0]) == pytest.approx(float(scores[0]), abs=1e-6)
     # As a policy: the router's probability is the score, and hard above the threshold.
     policy = build_policy("LearnedRouter", {"threshold": 0.5}, model)
-    decision = policy(probs[int(np.argmax(scores))])
+    hardest = int(np.argmax(scores))
+    decision = policy(probs[hardest], pixels[hardest])
     assert decision.hard and decision.score == pytest.approx(float(scores.max()), abs=1e-6)
+
+
+@pytest.mark.parametrize("inputs, features", [(True, 12 + 64), (False, 12)])
+def test_the_router_reads_the_input_when_told(trained: dict, example: Path, split: tuple,
+                                              inputs: bool, features: int) -> None:
+    router = train_router("digits", service_doc(example).spec, trained["loaded"]["digits-edge"],
+                          trained["loaded"]["digits-cloud"], trained["samples"],
+                          DatasetRef("digits-test", "0" * 64), inputs=inputs)
+    assert router.info["features"] == features
+    model = RouterModel(members(router.archive)[ROUTER_FILE])
+    probs = trained["loaded"]["digits-edge"].model.run(
+        {"input": split[0][:1].astype(np.float32)})["probabilities"]
+    if inputs:
+        with pytest.raises(ValueError, match="reads the edge model's input .64 values a row. "
+                                             "and was given none"):
+            model.score(probs[0])
+        with pytest.raises(ValueError, match="trained on 64 input values a row; this edge "
+                                             "input has 3"):
+            model.score(probs[0], np.zeros(3))
+    else:
+        assert model.score(probs[0], np.zeros(3)) == model.score(probs[0])  # input unread
 
 
 def test_an_untrained_learned_router_scores_as_margin() -> None:

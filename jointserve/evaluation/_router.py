@@ -1,14 +1,20 @@
 """Training a LearnedRouter on a Dataset: which of the edge's answers would the cloud fix?
 
-    samples -> the edge model (the service's steps) -> its probabilities [N, C] (the HEM output)
+    samples -> the edge model (the service's steps) -> its probabilities [N, C] (the HEM
+               output), and its input after the steps [N, D]
             -> each tier alone -> target: edge wrong and cloud right
-            -> routing.router_features -> logistic regression (scikit-learn), fitted on a
-               stratified 70% and judged on the other 30%
+            -> routing.router_features: the probabilities' features, with or without the
+               input's D values (`inputs`: True, False, or None to let cross-validation pick)
+            -> standardised, logistic regression (scikit-learn); its C and the feature set
+               picked by 5-fold cross-validated AUC on a stratified 70%, judged on the other
+               30%, then refitted on every row
             -> ONNX (skl2onnx) in an archive: router.onnx + router.json, sha256-verified like
                any model version
 
-scikit-learn and skl2onnx are imported only here, when a router is trained (the `train`
-extra); serving a trained router needs onnxruntime alone.
+The input features are what lift it above the static policies: the probabilities say how
+unsure the edge is, the input says where in the input space it is unsure and the cloud is
+not (benchmarks.routing measures both). scikit-learn and skl2onnx are imported only here,
+when a router is trained (the `train` extra); serving a trained router needs onnxruntime.
 """
 
 from __future__ import annotations
@@ -21,17 +27,19 @@ import numpy as np
 
 from jointserve.api import JointInferenceServiceSpec, now_rfc3339
 from jointserve.protocol import LoadedModel
-from jointserve.routing import ROUTER_FILE, ROUTER_INFO, RouterModel, ScoreOnly, build_policy
-from jointserve.routing import router_features
+from jointserve.routing import MAX_INPUT_FEATURES, ROUTER_FILE, ROUTER_INFO, RouterModel
+from jointserve.routing import ScoreOnly, build_policy, router_features
 from jointserve.runtime import build_pipeline
 from jointserve.store import pack_tar_gz
 
 from ._errors import EvaluationError
-from ._run import CHUNK, CloudTier, DatasetRef, Progress, _chunk, _request_input, _tier_outputs
-from ._run import pgr, run_service
+from ._run import CHUNK, CloudTier, DatasetRef, Progress, pgr, request_input, run_service
+from ._run import sample_rows, tier_pass
 from ._samples import Samples
 
 HELD_OUT = 0.3
+C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)  # inverse regularisation strengths tried
+FOLDS = 5
 # Pinned as the examples' models are: the same inputs give the same bytes and sha256.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
@@ -42,10 +50,21 @@ class TrainedRouter:
     info: dict[str, Any]  # router.json: what it was trained on and how it did on held-out rows
 
 
+@dataclass(frozen=True)
+class RouterChoice:
+    """What cross-validation picked: whether the router reads the input, and its C."""
+
+    inputs: bool
+    c: float
+    cv_auc: dict[str, float]  # "probabilities" / "probabilities+inputs" -> best mean AUC
+
+
 def train_router(name: str, spec: JointInferenceServiceSpec, edge: LoadedModel,
                  cloud: CloudTier, samples: Samples, dataset: DatasetRef, seed: int = 0,
-                 progress: Progress | None = None) -> TrainedRouter:
-    """A router for `spec`'s edge model, trained and judged on `samples` (classification)."""
+                 progress: Progress | None = None, inputs: bool | None = None) -> TrainedRouter:
+    """A router for `spec`'s edge model, trained and judged on `samples` (classification).
+    `inputs`: read the edge's input too (True), never (False), or as cross-validation
+    says (None; an input of one tensor of at most MAX_INPUT_FEATURES values only)."""
     if samples.boxes is not None or not samples.labels:
         raise EvaluationError("InputsRejected", f"dataset {dataset.name}: a router is trained on "
                               "labelled classification samples")
@@ -59,15 +78,20 @@ def train_router(name: str, spec: JointInferenceServiceSpec, edge: LoadedModel,
         raise EvaluationError("InputsRejected", f"dataset {dataset.name}: the cloud fixes "
                               f"{int(fixes.sum())} of {len(fixes)} edge answers; a router "
                               "needs at least 2 of each kind to learn from")
-    features = router_features(_edge_probabilities(spec, edge, samples))
+    probs, model_inputs = _edge_rows(spec, edge, samples, inputs)
     held_out = _held_out(fixes, seed)
     train = np.setdiff1d(np.arange(len(fixes)), held_out)
-    model = _fit(features[train], fixes[train])
-    judged = _judge(model, features[held_out], fixes[held_out], edge_right[held_out],
-                    cloud_right[held_out], np.asarray(run.scores)[held_out])
-    onnx = _to_onnx(model, features.shape[1])
+    choice = choose_router(probs[train], fixes[train], _rows(model_inputs, train), seed, inputs)
+    features = router_features(probs, model_inputs if choice.inputs else None)
+    judged = _judge(_fit(features[train], fixes[train], choice.c), features[held_out],
+                    fixes[held_out], edge_right[held_out], cloud_right[held_out],
+                    np.asarray(run.scores)[held_out])
+    onnx = _to_onnx(_fit(features, fixes, choice.c), features.shape[1])
     RouterModel(onnx)  # loads: a router that onnxruntime refuses never leaves here
-    info = {"format": 1, "features": int(features.shape[1]), "classes": int(features.shape[1] - 2),
+    classes = int(probs.shape[1])
+    info = {"format": 1, "features": int(features.shape[1]), "classes": classes,
+            "inputFeatures": int(features.shape[1]) - classes - 2, "C": choice.c,
+            "crossValidatedAuc": choice.cv_auc,
             "dataset": dataset.name, "datasetSha256": dataset.sha256, "samples": len(samples),
             "edgeModel": edge.name, "edgeVersion": edge.version, "seed": seed,
             "trainedAt": now_rfc3339(), "heldOut": judged}
@@ -76,33 +100,79 @@ def train_router(name: str, spec: JointInferenceServiceSpec, edge: LoadedModel,
     return TrainedRouter(archive, info)
 
 
-def _edge_probabilities(spec: JointInferenceServiceSpec, edge: LoadedModel,
-                        samples: Samples) -> np.ndarray:
-    """The HEM output of the edge model (after the steps) for every sample: what the policy,
-    and so the router, sees in the gateway."""
+def _edge_rows(spec: JointInferenceServiceSpec, edge: LoadedModel, samples: Samples,
+               inputs: bool | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The HEM output of the edge model (after the steps) for every sample, what the policy
+    and so the router sees in the gateway; and the edge's input after the steps, where a
+    router may read it (None where not: inputs=False, several inputs, too many values)."""
     pipeline = build_pipeline(spec.preprocess, spec.postprocess)
-    input_name, _ = _request_input(pipeline, edge, samples)
+    input_name, _ = request_input(pipeline, edge, samples)
     wanted = spec.hardExampleMining.output
-    parts = []
+    parts, fed = [], []
     for start in range(0, len(samples), CHUNK):
-        outputs = _tier_outputs(pipeline, edge, input_name, _chunk(samples, start, CHUNK), edge)
+        feeds, outputs = tier_pass(pipeline, edge, input_name, sample_rows(samples, start, CHUNK),
+                                   edge)
         name = wanted or list(outputs)[-1]
         if name not in outputs:
             raise EvaluationError("InputsRejected", f"hardExampleMining.output {name!r} is not "
                                   f"an edge output ({sorted(outputs)})")
         parts.append(np.asarray(outputs[name], dtype=np.float64))
+        if inputs is not False and len(feeds) == 1:
+            fed.append(next(iter(feeds.values())))
     probs = np.concatenate(parts)
     if probs.ndim != 2:
         raise EvaluationError("InputsRejected", f"a router reads class probabilities [N, C]; "
                               f"the edge's HEM output is {list(probs.shape)}")
-    return probs
+    model_inputs = np.concatenate(fed).reshape(len(probs), -1) if fed else None
+    if model_inputs is not None and model_inputs.shape[1] > MAX_INPUT_FEATURES:
+        model_inputs = None
+    if inputs and model_inputs is None:
+        raise EvaluationError("InputsRejected", "a router reads the edge model's input only "
+                              f"when the model has one input of at most {MAX_INPUT_FEATURES} "
+                              f"values a row; {edge.name} has not")
+    return probs, model_inputs
 
 
-def fit_router(probabilities: np.ndarray, fixes: np.ndarray) -> bytes:
-    """router.onnx fitted on all the rows given: edge probabilities [N, C] and whether the
-    cloud fixes each row's answer (the routing benchmark trains its routers with this)."""
-    features = router_features(probabilities)
-    return _to_onnx(_fit(features, np.asarray(fixes, dtype=bool)), features.shape[1])
+def _rows(array: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if array is None else array[rows]
+
+
+def fit_router(probabilities: np.ndarray, fixes: np.ndarray, inputs: np.ndarray | None = None,
+               seed: int = 0, use_inputs: bool | None = None) -> bytes:
+    """router.onnx chosen (`choose_router`) and fitted on all the rows given: edge
+    probabilities [N, C], whether the cloud fixes each row's answer, and optionally the
+    edge's inputs (the routing benchmark trains its routers with this)."""
+    fixes = np.asarray(fixes, dtype=bool)
+    choice = choose_router(probabilities, fixes, inputs, seed, use_inputs)
+    features = router_features(probabilities, inputs if choice.inputs else None)
+    return _to_onnx(_fit(features, fixes, choice.c), features.shape[1])
+
+
+def choose_router(probabilities: np.ndarray, fixes: np.ndarray, inputs: np.ndarray | None,
+                  seed: int, use_inputs: bool | None = None) -> RouterChoice:
+    """The feature set (with the inputs or not, when `inputs` are given and `use_inputs` is
+    None) and C with the best mean AUC over FOLDS stratified folds of these rows."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    options = [False] if inputs is None or use_inputs is False else (
+        [True] if use_inputs else [False, True])
+    folds = min(FOLDS, int(fixes.sum()), int((~fixes).sum()))
+    if folds < 2:  # too few of a kind to cross-validate: the plainest router
+        return RouterChoice(options[-1], 1.0, {})
+    split = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    best: tuple[float, bool, float] | None = None
+    aucs: dict[str, float] = {}
+    for with_inputs in options:
+        features = router_features(probabilities, inputs if with_inputs else None)
+        for c in C_GRID:
+            auc = float(cross_val_score(_model(c), features, fixes, cv=split,
+                                        scoring="roc_auc").mean())
+            key = "probabilities+inputs" if with_inputs else "probabilities"
+            aucs[key] = max(aucs.get(key, 0.0), round(auc, 4))
+            if best is None or auc > best[0]:
+                best = (auc, with_inputs, c)
+    assert best is not None
+    return RouterChoice(best[1], best[2], aucs)
 
 
 def _held_out(fixes: np.ndarray, seed: int) -> np.ndarray:
@@ -117,11 +187,17 @@ def _held_out(fixes: np.ndarray, seed: int) -> np.ndarray:
     return np.sort(held_out)
 
 
-def _fit(features: np.ndarray, fixes: np.ndarray) -> Any:
-    """A logistic regression of `fixes` on `features`; classes balanced, as fixes are rare."""
-    from sklearn.linear_model import LogisticRegression
+def _fit(features: np.ndarray, fixes: np.ndarray, c: float) -> Any:
+    return _model(c).fit(features, fixes)
 
-    return LogisticRegression(max_iter=1000, class_weight="balanced").fit(features, fixes)
+
+def _model(c: float) -> Any:
+    """Standardised features, then a logistic regression (inverse regularisation `c`)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
 
 
 def _judge(model: Any, features: np.ndarray, fixes: np.ndarray, edge_right: np.ndarray,
@@ -149,5 +225,5 @@ def _to_onnx(model: Any, features: int) -> bytes:
     from skl2onnx.common.data_types import FloatTensorType
 
     onx = to_onnx(model, initial_types=[("features", FloatTensorType([None, features]))],
-                  options={id(model): {"zipmap": False}}, target_opset=TARGET_OPSET)
+                  options={id(model[-1]): {"zipmap": False}}, target_opset=TARGET_OPSET)
     return onx.SerializeToString()

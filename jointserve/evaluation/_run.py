@@ -239,7 +239,7 @@ async def _run_service(name: str, spec: JointInferenceServiceSpec, edge: LoadedM
         # in a healthy cluster (a cloud that fails is an EvaluationFailed, `_joint_chunk`).
         settings=CloudSettings(3600.0, 1 << 30, CircuitBreaker(1 << 30, 0.0)),
         hem_output=hem.output)
-    input_name, datatype = _request_input(pipeline, edge, samples)
+    input_name, datatype = request_input(pipeline, edge, samples)
     read = _Reader(evaluation.output, edge.labels, detection=samples.boxes is not None)
     # A request of several images would have its rows' detections merged from both tiers,
     # which padded detections of two models cannot be: detection goes one image a request.
@@ -250,7 +250,7 @@ async def _run_service(name: str, spec: JointInferenceServiceSpec, edge: LoadedM
     to_cloud = 0
     try:
         for start in range(0, len(samples), chunk):
-            rows = _chunk(samples, start, chunk)
+            rows = sample_rows(samples, start, chunk)
             found = await _joint_chunk(joint, input_name, datatype, rows, read)
             answers += found.answers
             scores += found.scores
@@ -319,7 +319,7 @@ def detected_boxes(outputs: Mapping[str, np.ndarray], wanted: str | None,
     return out
 
 
-def _request_input(pipeline: Pipeline, edge: LoadedModel, samples: Samples) -> tuple[str, str]:
+def request_input(pipeline: Pipeline, edge: LoadedModel, samples: Samples) -> tuple[str, str]:
     """The request tensor the samples travel as: the one a preprocess step decodes, else the
     edge model's one input; and its OIP datatype."""
     decoded = sorted(pipeline.request_inputs())
@@ -336,7 +336,7 @@ def _request_input(pipeline: Pipeline, edge: LoadedModel, samples: Samples) -> t
     return spec.name, spec.datatype
 
 
-def _chunk(samples: Samples, start: int, size: int) -> np.ndarray:
+def sample_rows(samples: Samples, start: int, size: int) -> np.ndarray:
     source = samples.images if samples.images is not None else samples.features
     assert source is not None
     return source[start:start + size]
@@ -372,15 +372,21 @@ async def _joint_chunk(joint: JointModel, input_name: str, datatype: str, rows: 
     return _Answered(read(outputs, len(rows)), scores, sum(tier == "cloud" for tier in tiers))
 
 
-def _tier_outputs(pipeline: Pipeline, model: LoadedModel, input_name: str, rows: np.ndarray,
-                  edge: LoadedModel) -> Tensors:
+def tier_outputs(pipeline: Pipeline, model: LoadedModel, input_name: str, rows: np.ndarray,
+                 edge: LoadedModel) -> Tensors:
     """One tier alone on `rows`: preprocess, the model, postprocess, as the gateway runs it."""
+    return tier_pass(pipeline, model, input_name, rows, edge)[1]
+
+
+def tier_pass(pipeline: Pipeline, model: LoadedModel, input_name: str, rows: np.ndarray,
+              edge: LoadedModel) -> tuple[Tensors, Tensors]:
+    """`tier_outputs`, and the model's feeds (its inputs after the preprocess steps)."""
     spec = next((s for s in model.model.inputs if s.name == input_name), None)
     tensors = {input_name: _fitted(rows, spec, model.name) if spec is not None else rows}
     try:
-        feeds = pipeline.preprocess(tensors)
-        raw = _run(model, {s.name: feeds[s.name] for s in model.model.inputs})
-        return pipeline.postprocess(raw, edge.labels)
+        preprocessed = pipeline.preprocess(tensors)
+        feeds = {s.name: preprocessed[s.name] for s in model.model.inputs}
+        return feeds, pipeline.postprocess(_run(model, feeds), edge.labels)
     except (StepInputError, KeyError) as exc:
         raise EvaluationError("InputsRejected", f"model {model.name} {model.version} does not "
                               f"take the dataset's samples: {exc}") from None
@@ -396,13 +402,13 @@ async def _tiers_alone(pipeline: Pipeline, edge: LoadedModel, client: LocalCloud
     done = 0
     for tier in ("edge", "cloud"):
         for start in range(0, len(samples), CHUNK):
-            rows = _chunk(samples, start, CHUNK)
+            rows = sample_rows(samples, start, CHUNK)
             if tier == "cloud" and isinstance(client, HttpCloud):
                 outputs, cloud_version = await _remote_outputs(pipeline, client, input_name,
                                                                rows, edge)
             else:
                 model = edge if tier == "edge" else client.model  # type: ignore[union-attr]
-                outputs = _tier_outputs(pipeline, model, input_name, rows, edge)
+                outputs = tier_outputs(pipeline, model, input_name, rows, edge)
             alone[tier] += read(outputs, len(rows))
             done += len(rows)
             report(done)

@@ -163,12 +163,16 @@ class JointModel:
                                  f"the edge answers {list(edge_outputs)}")
         judged = edge_outputs[name]
         samples = _batch_size(feeds)
+        # A LearnedRouter trained on input features reads the edge model's one input.
+        model_input = next(iter(feeds.values())) if len(feeds) == 1 else None
         if samples > 1 and judged.ndim >= 1 and len(judged) == samples:
             # Batched detections are zero-padded; `<name>_count` says how many rows are real.
             counts = edge_outputs.get(f"{name}_count")
             rows = [judged[i][:counts[i]] for i in range(samples)] if counts is not None else judged
-            return [self.policy(row) for row in rows]
-        return [self.policy(judged)] * max(samples, 1)
+            if model_input is None or len(model_input) != samples:
+                return [self.policy(row) for row in rows]
+            return [self.policy(row, model_input[i]) for i, row in enumerate(rows)]
+        return [self.policy(judged, model_input)] * max(samples, 1)
 
     # -- cloud --------------------------------------------------------------------------
 

@@ -8,9 +8,16 @@ policy's score into a cut that meets an offload budget (hardExampleMining.budget
 """
 
 from ._budget import Adapt, Budgeted, Cutoff, ScoreOnly, cutoff_for
-from ._learned import ROUTER_FILE, ROUTER_INFO, RouterModel, router_features
+from ._learned import (
+    MAX_INPUT_FEATURES,
+    ROUTER_FILE,
+    ROUTER_INFO,
+    RouterModel,
+    input_features,
+    router_features,
+)
 from ._policies import POLICIES, HemDecision, HemPolicy, LearnedRouter, build_policy
 
 __all__ = ["POLICIES", "ROUTER_FILE", "ROUTER_INFO", "Adapt", "Budgeted", "Cutoff",
            "HemDecision", "HemPolicy", "LearnedRouter", "RouterModel", "ScoreOnly",
-           "build_policy", "cutoff_for", "router_features"]
+           "build_policy", "cutoff_for", "router_features", "input_features", "MAX_INPUT_FEATURES"]

@@ -88,8 +88,9 @@ class Budgeted:
         self._adapt = adapt
         self._rng = random.Random(seed)
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision:
-        score = self.inner(edge_output).score
+    def __call__(self, edge_output: np.ndarray,
+                 model_input: np.ndarray | None = None) -> HemDecision:
+        score = self.inner(edge_output, model_input).score
         threshold, at = self.threshold, self.cutoff.at_threshold
         hard = score > threshold or (score == threshold and at > 0.0 and self._rng.random() < at)
         if self._adapt is not None:
@@ -105,5 +106,6 @@ class ScoreOnly:
     def __init__(self, inner: HemPolicy) -> None:
         self.inner = inner
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision:
-        return HemDecision(hard=False, score=self.inner(edge_output).score)
+    def __call__(self, edge_output: np.ndarray,
+                 model_input: np.ndarray | None = None) -> HemDecision:
+        return HemDecision(hard=False, score=self.inner(edge_output, model_input).score)

@@ -3,7 +3,10 @@ this answer" out.
 
     router_features(probabilities [N, C])  ->  [N, C + 2]: the probabilities sorted from the
                                                largest, the top-2 margin, the entropy / log C
-    RouterModel(router.onnx).score(row)     ->  P(edge wrong and cloud right), in [0, 1]
+                    (..., inputs [N, ...])  ->  [N, C + 2 + D]: and the edge model's input,
+                                               flattened (D values a row), when the router
+                                               was trained on it
+    RouterModel(router.onnx).score(row, input) -> P(edge wrong and cloud right), in [0, 1]
 
 The model is trained on a Dataset (jointserve.evaluation.train_router: scikit-learn, exported
 to ONNX) and shipped as an archive (router.onnx + router.json) verified by sha256 like any
@@ -24,8 +27,12 @@ ROUTER_INPUT = "features"
 ROUTER_OUTPUT = "probabilities"  # [N, 2]: column 1 is P(the cloud fixes it)
 
 
-def router_features(probabilities: np.ndarray) -> np.ndarray:
-    """float32 [N, C + 2] of float [N, C] class probabilities (C >= 2)."""
+MAX_INPUT_FEATURES = 4096  # a router reads an edge input only up to this many values a row
+
+
+def router_features(probabilities: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
+    """float32 [N, C + 2] of float [N, C] class probabilities (C >= 2); with `inputs` (the
+    edge model's input, N rows of any shape) [N, C + 2 + D], D the values of one input row."""
     probs = np.asarray(probabilities, dtype=np.float64)
     if probs.ndim == 1:
         probs = probs[None, :]
@@ -36,7 +43,19 @@ def router_features(probabilities: np.ndarray) -> np.ndarray:
     margin = ordered[:, 0] - ordered[:, 1]
     clipped = np.clip(probs, 1e-12, 1.0)
     entropy = -(probs * np.log(clipped)).sum(axis=1) / math.log(probs.shape[1])
-    return np.column_stack([ordered, margin, entropy]).astype(np.float32)
+    columns = [ordered, margin[:, None], entropy[:, None]]
+    if inputs is not None:
+        columns.append(input_features(inputs, len(probs)))
+    return np.concatenate(columns, axis=1).astype(np.float32)
+
+
+def input_features(inputs: np.ndarray, rows: int) -> np.ndarray:
+    """`inputs` as `rows` flat float rows ([D] alone is one row)."""
+    flat = np.asarray(inputs, dtype=np.float32).reshape(rows, -1)
+    if flat.shape[1] > MAX_INPUT_FEATURES:
+        raise ValueError(f"a router reads at most {MAX_INPUT_FEATURES} input values a row; this "
+                         f"edge input has {flat.shape[1]}")
+    return flat
 
 
 class RouterModel:
@@ -54,14 +73,26 @@ class RouterModel:
         shape = self._session.get_inputs()[0].shape
         self.features = int(shape[1]) if isinstance(shape[1], int) else None
 
-    def score(self, edge_output: np.ndarray) -> float:
-        """P(the cloud fixes the edge's answer) for one probability vector."""
-        features = router_features(edge_output)
-        if self.features is not None and features.shape[1] != self.features:
-            raise ValueError(f"the router was trained on {self.features - 2} classes; this "
-                             f"edge output has {features.shape[1] - 2}")
-        return float(self._session.run([ROUTER_OUTPUT], {ROUTER_INPUT: features})[0][0, 1])
+    def score(self, edge_output: np.ndarray, model_input: np.ndarray | None = None) -> float:
+        """P(the cloud fixes the edge's answer) for one probability vector (and the edge's
+        input of that row, which a router trained on input features reads)."""
+        return float(self.scores(np.reshape(edge_output, (1, -1)), None if model_input is None
+                                 else np.reshape(model_input, (1, -1)))[0])
 
-    def scores(self, probabilities: np.ndarray) -> np.ndarray:
+    def scores(self, probabilities: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
         """Scores of many rows in one call (training and benchmarks)."""
-        return self._session.run([ROUTER_OUTPUT], {ROUTER_INPUT: router_features(probabilities)})[0][:, 1]
+        classes = np.shape(probabilities)[-1] + 2
+        wanted = self.features
+        if wanted is not None and wanted != classes:
+            if wanted < classes:
+                raise ValueError(f"the router was trained on {wanted - 2} classes; this edge "
+                                 f"output has {classes - 2}")
+            if inputs is None:
+                raise ValueError(f"the router reads the edge model's input ({wanted - classes} "
+                                 "values a row) and was given none: it needs an edge model "
+                                 "with one input")
+        features = router_features(probabilities, inputs if wanted != classes else None)
+        if wanted is not None and features.shape[1] != wanted:
+            raise ValueError(f"the router was trained on {wanted - classes} input values a row; "
+                             f"this edge input has {features.shape[1] - classes}")
+        return self._session.run([ROUTER_OUTPUT], {ROUTER_INPUT: features})[0][:, 1]

@@ -33,14 +33,24 @@ class HemDecision:
 
 
 class HemPolicy(Protocol):
-    """One edge output in (a probability vector, or detection rows), one decision out."""
+    """One edge output in (a probability vector, or detection rows), one decision out.
+    `model_input`: the edge model's input for that row (after the preprocess steps), for a
+    policy that reads it (a LearnedRouter trained on input features); the others ignore it."""
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision: ...
+    def __call__(self, edge_output: np.ndarray,
+                 model_input: np.ndarray | None = None) -> HemDecision: ...
 
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
     NAME: ClassVar[str]
+
+    def __call__(self, edge_output: np.ndarray,
+                 model_input: np.ndarray | None = None) -> HemDecision:
+        return self.judge(edge_output)
+
+    def judge(self, edge_output: np.ndarray) -> HemDecision:
+        raise NotImplementedError
 
 
 class ThresholdFilter(_Params):
@@ -49,7 +59,7 @@ class ThresholdFilter(_Params):
     NAME: ClassVar[str] = "ThresholdFilter"
     threshold: Fraction = 0.5
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+    def judge(self, edge_output: np.ndarray) -> HemDecision:
         scores = _detection_scores(edge_output)
         best = float(scores.max()) if scores.size else 0.0
         return HemDecision(hard=best < self.threshold, score=1.0 - best)
@@ -61,7 +71,7 @@ class CrossEntropyFilter(_Params):
     NAME: ClassVar[str] = "CrossEntropyFilter"
     threshold_cross_entropy: Fraction = 0.5
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+    def judge(self, edge_output: np.ndarray) -> HemDecision:
         probs = _probabilities(edge_output)
         if probs.size == 0:
             return HemDecision(hard=True, score=1.0)
@@ -77,7 +87,7 @@ class IBTFilter(_Params):
     threshold_img: Fraction = 0.5
     threshold_box: Fraction = 0.5
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+    def judge(self, edge_output: np.ndarray) -> HemDecision:
         scores = _detection_scores(edge_output)
         if scores.size == 0:
             return HemDecision(hard=True, score=1.0)
@@ -96,7 +106,7 @@ class RandomFilter(_Params):
     def model_post_init(self, _context: Any) -> None:
         self._rng = random.Random(self.seed)
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+    def judge(self, edge_output: np.ndarray) -> HemDecision:
         draw = self._rng.random()
         return HemDecision(hard=draw < self.random_ratio, score=1.0 - draw)
 
@@ -107,7 +117,7 @@ class MaxProb(_Params):
     NAME: ClassVar[str] = "MaxProb"
     threshold: Fraction = 0.9
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+    def judge(self, edge_output: np.ndarray) -> HemDecision:
         # np.max of the array as it is: a float64 copy first cost more than the model call.
         top = float(np.max(edge_output)) if np.size(edge_output) else 0.0
         return HemDecision(hard=top < self.threshold, score=1.0 - top)
@@ -119,7 +129,7 @@ class Margin(_Params):
     NAME: ClassVar[str] = "Margin"
     threshold: Fraction = 0.5
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+    def judge(self, edge_output: np.ndarray) -> HemDecision:
         probs = np.sort(_probabilities(edge_output))[::-1]
         margin = float(probs[0] - probs[1]) if probs.size > 1 else float(probs.sum())
         return HemDecision(hard=margin < self.threshold, score=1.0 - margin)
@@ -131,7 +141,7 @@ class Entropy(_Params):
     NAME: ClassVar[str] = "Entropy"
     threshold: Fraction = 0.3
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+    def judge(self, edge_output: np.ndarray) -> HemDecision:
         entropy = _normalised_entropy(_probabilities(edge_output))
         return HemDecision(hard=entropy > self.threshold, score=entropy)
 
@@ -141,7 +151,7 @@ class EdgeOnly(_Params):
 
     NAME: ClassVar[str] = "EdgeOnly"
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+    def judge(self, edge_output: np.ndarray) -> HemDecision:
         return HemDecision(hard=False, score=0.0)
 
 
@@ -150,7 +160,7 @@ class CloudOnly(_Params):
 
     NAME: ClassVar[str] = "CloudOnly"
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+    def judge(self, edge_output: np.ndarray) -> HemDecision:
         return HemDecision(hard=True, score=1.0)
 
 
@@ -173,10 +183,11 @@ class LearnedRouter(_Params):
     def loaded(self) -> bool:
         return self._router is not None
 
-    def __call__(self, edge_output: np.ndarray) -> HemDecision:
+    def __call__(self, edge_output: np.ndarray,
+                 model_input: np.ndarray | None = None) -> HemDecision:
         if self._router is None:
             return self._untrained(edge_output)
-        score = self._router.score(edge_output)
+        score = self._router.score(edge_output, model_input)
         return HemDecision(hard=score > self.threshold, score=score)
 
 
