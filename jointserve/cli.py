@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     router.add_argument("--dataset", required=True,
                         help="a Dataset with labels: a YAML file, or the name of one")
     router.add_argument("--out", type=Path, required=True, help="the archive to write (.tar.gz)")
+    router.add_argument("--inputs", choices=("auto", "yes", "no"), default="auto",
+                        help="read the edge model's input beside its probabilities (auto: "
+                             "as cross-validation says)")
     router.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
                         help="where archives and datasets are fetched and verified")
     router.set_defaults(func=_cmd_train_router, tensor=None)
@@ -637,16 +640,20 @@ def _cmd_train_router(args: argparse.Namespace) -> int:
     shown = EvaluationProgress(f"training a router for {target[2]} on {dataset.metadata.name}")
     try:
         trained = train_router_once(resources, target, dataset.metadata.name,
-                                    ArtifactStore(args.state_dir.resolve() / "store"), shown)
+                                    ArtifactStore(args.state_dir.resolve() / "store"), shown,
+                                    {"auto": None, "yes": True, "no": False}[args.inputs])
     except EvaluationError as exc:
         print(f"jointserve train-router: {exc.reason}: {exc.detail}", file=sys.stderr)
         return 1
     shown.finish()
     write_atomic(args.out, trained.archive)
     held = trained.info["heldOut"]
-    print(f"{args.out}: router on {trained.info['features']} features of the edge's "
-          f"probabilities, trained on {trained.info['samples'] - held['rows']} rows of "
-          f"{dataset.metadata.name}, judged on {held['rows']} held out")
+    info = trained.info
+    read = f"{info['features'] - info['inputFeatures']} of the edge's probabilities" + (
+        f" + {info['inputFeatures']} of its input" if info["inputFeatures"] else "")
+    print(f"{args.out}: router on {info['features']} features ({read}), trained on "
+          f"{info['samples'] - held['rows']} rows of {dataset.metadata.name}, judged on "
+          f"{held['rows']} held out")
     print(f"held out: AUC {held['auc']:.3f}; PGR at 10/20/30% sent: router "
           + " / ".join(_number(held["pgr"][k]) for k in ("0.1", "0.2", "0.3"))
           + ", Margin " + " / ".join(_number(held["marginPgr"][k]) for k in ("0.1", "0.2", "0.3")))

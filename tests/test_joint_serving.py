@@ -412,3 +412,52 @@ def test_a_better_model_appearing_is_selected_without_failing_a_request(
     assert choice["model"] == "cand-strong" and "best of 2" in choice["reason"], choice
     assert [r for r in results if r[0] != 200] == []
     assert {v for _, v in results} == {"v1", "v2"}
+
+
+# -- a router the operator trains, on the real Serve ----------------------------------------------
+
+def test_a_trained_router_is_served_and_replaced_without_failing_a_request(
+        harness, services, samples, archive_dir):
+    X, y = samples
+    for name, rows in (("router-all", slice(None)), ("router-half", slice(0, 300))):
+        harness.write(_csv_dataset(harness, archive_dir, X[rows], y[rows], name))
+        services.append(name)
+
+    def hem(dataset: str) -> dict:
+        return {"name": "LearnedRouter", "output": "probabilities",
+                "train": {"dataset": dataset, "inputs": True},
+                "budget": {"cloudRatio": 0.2, "dataset": "router-all"}}
+
+    def routed_by(dataset: str) -> Any:
+        def check() -> dict | None:
+            status = harness.status("digits-routed", JIS)
+            router, calibration = status.get("router") or {}, status.get("calibration") or {}
+            ready = harness.condition("digits-routed", "RouterReady", JIS).get("status")
+            if (router.get("dataset") == dataset and ready == "True"
+                    and status.get("routerSha256") == router["sha256"]
+                    and calibration.get("routerSha256") == router["sha256"]):
+                return status
+            return None
+        return check
+
+    name = _serve(harness, services, "digits-routed", hardExampleMining=hem("router-all"))
+    first = harness.wait_for(routed_by("router-all"), "a router trained and calibrated")
+    assert first["router"]["inputFeatures"] == 64 and first["router"]["heldOutAuc"] > 0.5
+    # The gateway scores with it: one request of every sample, cut at the calibrated share.
+    answer = harness.infer(name, _body(X)).json()
+    tiers = answer["parameters"]["row_tiers"]
+    assert answer["parameters"]["hem_policy"] == "LearnedRouter"
+    assert 0.1 < tiers.count("cloud") / len(tiers) < 0.3, tiers.count("cloud")
+
+    # Trained again on other data under load: the new router replaces the old one, and no
+    # request fails on the way.
+    with _under_load(harness, name, X, clients=2) as results:
+        doc = harness.service_doc(hardExampleMining=hem("router-half"))
+        doc["metadata"]["name"] = name
+        harness.write(doc)
+        second = harness.wait_for(routed_by("router-half"), "the router trained again")
+        count = len(results)
+        harness.wait_for(lambda: len(results) > count + 20, "answers after the switch")
+    assert second["router"]["sha256"] != first["router"]["sha256"]
+    assert second["router"]["samples"] == 300
+    assert [r for r in results if r[0] != 200] == []

@@ -200,12 +200,123 @@ def test_jointserve_train_router_writes_an_archive_and_the_spec(
     (files / "data.yaml").write_text(yaml.safe_dump(ds.model_dump(mode="json", exclude_none=True)))
     out = tmp_path / "router.tar.gz"
     code = main(["train-router", str(files / "digits.yaml"), "--dataset", "digits-test",
-                 "--out", str(out), "--state-dir", str(tmp_path / "state")])
+                 "--out", str(out), "--state-dir", str(tmp_path / "state"), "--inputs", "yes"])
     printed = capsys.readouterr()
     assert code == 0, printed.err
     summary, held, *spec = printed.out.splitlines()
-    assert summary.startswith(f"{out}: router on 12 features")
+    assert summary.startswith(f"{out}: router on 76 features (12 of the edge's probabilities "
+                              "+ 64 of its input)")
     assert held.startswith("held out: AUC ")
     hem = yaml.safe_load("\n".join(spec))["hardExampleMining"]
     assert hem["router"]["sha256sum"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert set(members(out.read_bytes())) == {ROUTER_FILE, ROUTER_INFO}
+
+
+def training_service(example: Path, dataset: str = "digits-test", **train: object):
+    return service_doc(example, hardExampleMining={
+        "name": "LearnedRouter", "output": "probabilities",
+        "train": {"dataset": dataset, **train}})
+
+
+def test_the_operator_trains_the_router_and_serves_it(
+        example: Path, split: tuple, tmp_path: Path) -> None:
+    backend, store = FakeBackend(), ArtifactStore(tmp_path / "store")
+    models = [model_doc(example, "digits-edge"), model_doc(example, "digits-cloud")]
+    data = csv_dataset(tmp_path, *split)
+    resources = [*models, data, training_service(example)]
+    reconciler = new_reconciler(backend, store, tmp_path / "state")
+    statuses = passes(reconciler, resources, settled("digits", "RouterReady"))
+    status = statuses["digits"]
+    assert condition(status, "RouterReady")[:2] == ("True", "RouterVerified"), status
+    router = status["router"]
+    assert router["dataset"] == "digits-test" and router["edgeVersion"] == "v1"
+    assert router["datasetSha256"] == data.spec.sha256sum and router["samples"] == len(split[1])
+    assert router["features"] == 12 + router["inputFeatures"] and 0.5 < router["heldOutAuc"] <= 1
+    # The archive travels in the Serve config as a data: URL, verified by its sha256.
+    served = gateway_config(backend, "digits")["router"]
+    assert served["url"] == router["url"] and served["url"].startswith("data:application/gzip;")
+    assert served["sha256"] == router["sha256"] == status["routerSha256"]
+    archive = store.path_for(served["model_name"], served["version"])
+    info = json.loads((archive / ROUTER_INFO).read_text())
+    assert info["datasetSha256"] == data.spec.sha256sum and info["features"] == router["features"]
+
+    # A restarted operator finds the trained router in the status: nothing is trained again.
+    again = new_reconciler(backend, store, tmp_path / "state")
+    status = again.reconcile({(r.kind, r.metadata.namespace, r.metadata.name): r
+                              for r in resources})[("JointInferenceService", "default", "digits")]
+    assert status.router is not None and status.router.sha256 == router["sha256"]
+    assert not [job for job in again._evaluator._jobs if job[0] == "router"]  # none started
+
+    # Other data (half the rows): trained again, and the new router replaces the old one.
+    half = csv_dataset(tmp_path, split[0][:300], split[1][:300], name="digits-test")
+    resources = [*models, half, training_service(example)]
+
+    def retrained(s: dict) -> bool:
+        return (s["digits"].get("router", {}).get("datasetSha256") == half.spec.sha256sum
+                and condition(s["digits"], "RouterReady")[0] == "True")
+
+    statuses = passes(again, resources, retrained)
+    status = statuses["digits"]
+    assert status["router"]["samples"] == 300 and status["router"]["sha256"] != router["sha256"]
+    assert gateway_config(backend, "digits")["router"]["sha256"] == status["router"]["sha256"]
+
+
+def test_a_router_that_cannot_be_trained_keeps_the_last_one(
+        example: Path, split: tuple, tmp_path: Path) -> None:
+    backend, store = FakeBackend(), ArtifactStore(tmp_path / "store")
+    models = [model_doc(example, "digits-edge"), model_doc(example, "digits-cloud")]
+    reconciler = new_reconciler(backend, store, tmp_path / "state")
+    good = [*models, csv_dataset(tmp_path, *split), training_service(example)]
+    first = passes(reconciler, good, settled("digits", "RouterReady"))["digits"]["router"]
+    # Told to read the input of a service whose edge input comes from... a dataset of one
+    # class: the cloud fixes nothing there, so there is nothing to learn.
+    ones = split[1] == split[1][0]
+    bad = [*models, csv_dataset(tmp_path, split[0][ones][:5], split[1][ones][:5]),
+           training_service(example)]
+    status = passes(reconciler, bad,
+                    lambda s: condition(s["digits"], "RouterReady")[0] == "False")["digits"]
+    state, reason, message = condition(status, "RouterReady")
+    assert reason == "InputsRejected" and "a router needs at least 2 of each kind" in message
+    assert f"the router {first['sha256'][:12]} scores until a new one is trained" in message
+    assert status["router"]["sha256"] == first["sha256"] == status["routerSha256"]
+    assert gateway_config(backend, "digits")["router"]["sha256"] == first["sha256"]
+
+
+def test_router_and_train_are_for_a_learned_router_one_at_a_time(example: Path) -> None:
+    with pytest.raises(ValueError, match="set router .an archive. or train .the operator trains "
+                                         "one., not both"):
+        service_doc(example, hardExampleMining={
+            "name": "LearnedRouter", "train": {"dataset": "d"},
+            "router": {"url": "file:///r.tar.gz", "sha256sum": "0" * 64}})
+    with pytest.raises(ValueError, match="train: is for name LearnedRouter .name is Margin."):
+        service_doc(example, hardExampleMining={"name": "Margin", "train": {"dataset": "d"}})
+
+
+def test_a_budget_is_calibrated_on_the_trained_routers_scores(
+        example: Path, split: tuple, tmp_path: Path) -> None:
+    backend, store = FakeBackend(), ArtifactStore(tmp_path / "store")
+    models = [model_doc(example, "digits-edge"), model_doc(example, "digits-cloud")]
+    service = service_doc(example, hardExampleMining={
+        "name": "LearnedRouter", "output": "probabilities", "train": {"dataset": "digits-test"},
+        "budget": {"cloudRatio": 0.2, "dataset": "digits-test"}})
+    reconciler = new_reconciler(backend, store, tmp_path / "state")
+
+    def calibrated_on_the_router(s: dict) -> bool:
+        router = s["digits"].get("router")
+        ready = [c for c in s["digits"].get("conditions", [])
+                 if c["type"] in ("RouterReady", "Calibrated") and c["status"] == "True"]
+        # Until the router is trained the LearnedRouter scores as Margin, and that cut
+        # never applies to the router's scores.
+        calibration = s["digits"].get("calibration", {})
+        return (router is not None and len(ready) == 2
+                and calibration.get("routerSha256") == router["sha256"]
+                and gateway_config(backend, "digits").get("calibration") is not None)
+
+    status = passes(reconciler, [*models, csv_dataset(tmp_path, *split), service],
+                    calibrated_on_the_router)["digits"]
+    calibration = status["calibration"]
+    assert calibration["policy"] == "LearnedRouter"
+    assert calibration["cloudRatio"] == pytest.approx(0.2, abs=0.005)
+    config = gateway_config(backend, "digits")
+    assert config["router"]["sha256"] == status["router"]["sha256"]
+    assert config["calibration"]["threshold"] == calibration["threshold"]

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests._fileserver import FileServer
-from jointserve.store import ArtifactError, ArtifactStore, FetchResult
+from jointserve.store import ArtifactError, ArtifactStore, FetchResult, data_url
 from jointserve.store import _unpack
 
 MODEL = b"not really onnx\n" * 512
@@ -211,6 +211,20 @@ def test_file_url(store, tmp_path):
 
     assert_installed(result, store)
     assert store.fetch("m", "v1", archive.as_uri(), sha(archive.read_bytes())).cache_hit
+
+
+def test_data_url(store):
+    """A small artifact inline (the operator's trained routers): checked like any other."""
+    data = good_tar()
+    url = data_url(data)
+    wrong = fetch_error(store, url, "0" * 64)
+    assert wrong.reason == "Sha256Mismatch"
+    assert "data:application/gzip;base64,... (" in str(wrong) and url not in str(wrong)
+    for bad, words in (("data:application/gzip,abc", "must be base64"),
+                       ("data:application/gzip;base64,@@@", "is not base64")):
+        err = fetch_error(store, bad, sha(b""))
+        assert err.reason == "DownloadFailed" and words in str(err)
+    assert_installed(store.fetch("m", "v1", url, sha(data)), store)
 
 
 def test_missing_file_url_is_download_failed(store, tmp_path):

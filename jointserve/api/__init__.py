@@ -51,6 +51,8 @@ from ._joint_service import (
     JointInferenceService,
     JointInferenceServiceSpec,
     JointInferenceServiceStatus,
+    RouterStatus,
+    RouterTraining,
     ServiceCounters,
 )
 from ._parse import KINDS, Resource, load_file, parse_resource
@@ -95,6 +97,8 @@ __all__ = [
     "JointInferenceService",
     "JointInferenceServiceSpec",
     "JointInferenceServiceStatus",
+    "RouterStatus",
+    "RouterTraining",
     "Layer",
     "ModelFile",
     "ModelInfo",

@@ -72,6 +72,9 @@ class Calibration(Strict):
     cloudAccuracy: Unit | None = None
     pgr: float | None = None
     distinctScores: int | None = Field(None, ge=0)  # few distinct scores: ties decide the ratio
+    # LearnedRouter: the router whose scores were cut (another router's scores are on
+    # another scale: its cut does not apply).
+    routerSha256: str | None = None
 
     def key(self) -> tuple[str, str, str, str, str]:
         """What decides a calibration: the same versions on the same data give it again."""

@@ -17,7 +17,7 @@ from jointserve.routing import POLICIES, build_policy
 
 from ._budget import Calibration, OffloadBudget, RealisedOffload
 from ._common import API_VERSION, Autoscaling, Condition, DnsName, ObjectMeta, Strict
-from ._evaluation import MAX_METRICS, Evaluation, ModelMetrics
+from ._evaluation import MAX_METRICS, Evaluation, ModelMetrics, Unit
 from ._inference_model import MODEL_NAME_PATTERN, SHA256_PATTERN, URL_PATTERN
 from ._selection import ModelSelector, RankBy, SelectableRef, Selection
 from ._steps import PostStep, PreStep
@@ -97,8 +97,28 @@ class RouterArchive(Strict):
     sha256sum: Annotated[str, Field(pattern=SHA256_PATTERN)]
 
 
+class RouterTraining(Strict):
+    """LearnedRouter: the operator trains the router on a Dataset, as `jointserve
+    train-router` does, again whenever the edge version or the Dataset changes."""
+
+    dataset: Annotated[str, Field(min_length=1, max_length=253)]
+    # Read the edge model's input beside its probabilities: true, false, or unset to let
+    # cross-validation decide (an edge model of one input of at most 4096 values a row).
+    inputs: bool | None = None
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0  # the held-out split and the folds
+
+
+_ROUTER_OR_TRAIN = "set router (an archive) or train (the operator trains one), not both"
+
+
 class HardExampleMining(Strict):
     """Which policy decides that an input is hard; names and parameters as in Sedna."""
+
+    CEL_RULES: ClassVar[list[dict[str, str]]] = [
+        {"rule": "!(has(self.router) && has(self.train))", "message": _ROUTER_OR_TRAIN},
+        {"rule": "(!has(self.router) && !has(self.train)) || self.name == 'LearnedRouter'",
+         "message": "router and train are for name LearnedRouter"},
+    ]
 
     name: Annotated[str, Field(json_schema_extra={"enum": sorted(POLICIES)})]
     parameters: dict[str, Any] = Field(default_factory=dict)
@@ -111,12 +131,16 @@ class HardExampleMining(Strict):
     # LearnedRouter: the router archive `jointserve train-router` wrote (router.onnx +
     # router.json), verified by sha256 like a model version.
     router: RouterArchive | None = None
+    # LearnedRouter: or let the operator train the router on a Dataset (status.router).
+    train: RouterTraining | None = None
 
     @model_validator(mode="after")
     def _policy_builds(self) -> "HardExampleMining":
-        if self.router is not None and self.name != "LearnedRouter":
-            raise ValueError(f"router: a router archive is for name LearnedRouter (name is "
-                             f"{self.name})")
+        if self.router is not None and self.train is not None:
+            raise ValueError(_ROUTER_OR_TRAIN)
+        for field in ("router", "train"):
+            if getattr(self, field) is not None and self.name != "LearnedRouter":
+                raise ValueError(f"{field}: is for name LearnedRouter (name is {self.name})")
         try:
             build_policy(self.name, self.parameters)
         except ValueError as exc:
@@ -188,6 +212,32 @@ class ServiceCounters(Strict):
     fallbackNumber: int = 0
 
 
+class RouterStatus(Strict):
+    """A router the operator trained (hardExampleMining.train): the archive, what it was
+    trained on, and how it did on the Dataset's held-out rows."""
+
+    url: str  # a data: URL of the archive (router.onnx + router.json: a few KiB)
+    sha256: Annotated[str, Field(pattern=SHA256_PATTERN)]
+    dataset: str
+    datasetSha256: str
+    samples: int = Field(ge=0)
+    edgeVersion: str
+    cloudVersion: str
+    # A digest of what decides the router besides versions and data (train settings, the
+    # policy's output, the steps): a change trains again.
+    settingsDigest: str
+    trainedAt: str  # RFC 3339
+    features: int = Field(ge=1)
+    inputFeatures: int = Field(ge=0)  # 0: the probabilities' features alone
+    heldOutAuc: Unit | None = None
+    heldOutPgr: float | None = None  # at 20% sent by the router's score
+    heldOutMarginPgr: float | None = None  # the same share sent by Margin's score
+
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.edgeVersion, self.cloudVersion, self.dataset, self.datasetSha256,
+                self.settingsDigest)
+
+
 class JointInferenceServiceStatus(ServiceCounters):
     """Observed state, written by the operator; counters summed over the gateway replicas."""
 
@@ -208,6 +258,8 @@ class JointInferenceServiceStatus(ServiceCounters):
     # LearnedRouter: the sha256 of the router archive the gateways score with (the last one
     # that verified), if any.
     routerSha256: str | None = None
+    # hardExampleMining.train: the router the operator trained, and how it did.
+    router: RouterStatus | None = None
 
 
 # The Ready condition in a printer column's JSONPath.

@@ -79,6 +79,8 @@ class Reason(StrEnum):
     UNDER_BUDGET = "UnderBudget"
     NOT_ENOUGH_TRAFFIC = "NotEnoughTraffic"
     ROUTER_VERIFIED = "RouterVerified"
+    TRAINING_ROUTER = "TrainingRouter"  # hardExampleMining.train: the operator trains one
+    ROUTER_TRAINED = "RouterTrained"
     ROUTER_NOT_SET = "RouterNotSet"  # LearnedRouter without a router: scores as Margin
     ROUTER_INVALID = "RouterInvalid"
     DATASET_NOT_FOUND = "DatasetNotFound"

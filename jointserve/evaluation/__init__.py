@@ -35,7 +35,7 @@ from ._run import (
     service_digest,
     service_version,
 )
-from ._router import TrainedRouter, fit_router, train_router
+from ._router import TrainedRouter, fit_router, router_digest, train_router
 from ._samples import MAX_IMAGE_BYTES, Samples, load_samples, read_url
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "detected_boxes",
     "predicted_labels",
     "read_url",
+    "router_digest",
     "service_digest",
     "service_version",
     "train_router",

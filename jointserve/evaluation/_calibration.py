@@ -29,13 +29,17 @@ from ._run import (
 from ._samples import Samples
 
 
-def calibration_digest(spec: JointInferenceServiceSpec) -> str:
+def calibration_digest(spec: JointInferenceServiceSpec, router_sha256: str | None = None) -> str:
     """What decides a calibration besides the versions and the data: the policy and its
-    parameters, the output it judges, the steps, the budget."""
+    parameters, the output it judges, the steps, the budget, and the router scoring (a
+    trained one is not in the spec: a new one is a new score scale)."""
     hem = spec.hardExampleMining
-    return settings_digest({"hem": hem.model_dump(mode="json"),
-                    "pre": [s.model_dump(mode="json") for s in spec.preprocess],
-                    "post": [s.model_dump(mode="json") for s in spec.postprocess]})
+    settings = {"hem": hem.model_dump(mode="json"),
+                "pre": [s.model_dump(mode="json") for s in spec.preprocess],
+                "post": [s.model_dump(mode="json") for s in spec.postprocess]}
+    if router_sha256 is not None:
+        settings["router"] = router_sha256
+    return settings_digest(settings)
 
 
 def cutoff_of(calibration: Calibration) -> Cutoff:

@@ -34,7 +34,7 @@ from jointserve.store import pack_tar_gz
 
 from ._errors import EvaluationError
 from ._run import CHUNK, CloudTier, DatasetRef, Progress, pgr, request_input, run_service
-from ._run import sample_rows, tier_pass
+from ._run import sample_rows, settings_digest, tier_pass
 from ._samples import Samples
 
 HELD_OUT = 0.3
@@ -98,6 +98,16 @@ def train_router(name: str, spec: JointInferenceServiceSpec, edge: LoadedModel,
     archive = pack_tar_gz({ROUTER_FILE: onnx,
                            ROUTER_INFO: (json.dumps(info, indent=2) + "\n").encode()})
     return TrainedRouter(archive, info)
+
+
+def router_digest(spec: JointInferenceServiceSpec) -> str:
+    """What decides a router the operator trains (hardExampleMining.train) besides the
+    versions and the data: the train settings, the output the policy reads, the steps."""
+    hem = spec.hardExampleMining
+    train = hem.train.model_dump(mode="json") if hem.train is not None else None
+    return settings_digest({"train": train, "output": hem.output,
+                            "pre": [s.model_dump(mode="json") for s in spec.preprocess],
+                            "post": [s.model_dump(mode="json") for s in spec.postprocess]})
 
 
 def _edge_rows(spec: JointInferenceServiceSpec, edge: LoadedModel, samples: Samples,

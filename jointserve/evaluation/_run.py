@@ -74,10 +74,11 @@ def model_digest(evaluation: Evaluation, info: Mapping[str, object] | None) -> s
 
 
 def service_digest(spec: JointInferenceServiceSpec, edge_info: Mapping[str, object] | None,
-                   cutoff: Cutoff | None = None) -> str:
+                   cutoff: Cutoff | None = None, router_sha256: str | None = None) -> str:
     """What decides a service's evaluation besides the versions and the data: the policy,
-    the steps, the output read, the edge model's metadata, a remote cloud's address, and the
-    calibrated cut the policy's score is judged by."""
+    the steps, the output read, the edge model's metadata, a remote cloud's address, the
+    calibrated cut the policy's score is judged by, and the router scoring (a trained one
+    is not in the spec)."""
     settings = {"hem": spec.hardExampleMining.model_dump(mode="json"),
                 "pre": [s.model_dump(mode="json") for s in spec.preprocess],
                 "post": [s.model_dump(mode="json") for s in spec.postprocess],
@@ -87,6 +88,8 @@ def service_digest(spec: JointInferenceServiceSpec, edge_info: Mapping[str, obje
         settings["remote"] = [spec.cloudModel.url, spec.cloudModel.modelName]
     if cutoff is not None:
         settings["cutoff"] = [cutoff.threshold, cutoff.at_threshold]
+    if router_sha256 is not None:
+        settings["router"] = router_sha256
     return settings_digest(settings)
 
 

@@ -42,12 +42,15 @@ from ._serve_config import ModelApp
 CalibrationKey = tuple[str, str, str, str]  # edge version, dataset, its sha256, digest
 
 
-def applied_calibration(spec: JointInferenceServiceSpec,
-                        saved: Calibration | None) -> Calibration | None:
-    """The cut the gateway applies: the last calibration of this policy, while a budget is
-    set (a cut is on one policy's score scale, meaningless for another)."""
+def applied_calibration(spec: JointInferenceServiceSpec, saved: Calibration | None,
+                        router: RouterArtifact | None = None) -> Calibration | None:
+    """The cut the gateway applies: the last calibration of this policy (and of this
+    LearnedRouter's router), while a budget is set (a cut is on one score scale,
+    meaningless for another)."""
     hem = spec.hardExampleMining
     if hem.budget is None or saved is None or saved.policy != hem.name:
+        return None
+    if saved.routerSha256 != (router.sha256 if router is not None else None):
         return None
     return saved
 
@@ -64,14 +67,15 @@ def calibration_job(store: ArtifactStore, key: ResourceKey, service: JointInfere
     spec = service.spec
     assert spec.hardExampleMining.budget is not None
     assert data.ref is not None and data.path is not None and data.dataset is not None
-    digest = calibration_digest(spec)
+    digest = calibration_digest(spec, router.sha256 if router is not None else None)
     dataset_spec, path, ref = data.dataset.spec, data.path, data.ref
 
     def run(progress: Progress) -> Calibration:
         cloud_tier = cloud if isinstance(cloud, str) else load_app(store, cloud)
         samples = load_samples(path, dataset_spec)
-        return calibrate_service(key[2], spec, load_app(store, edge), cloud_tier, samples, ref,
-                                 digest, progress, load_router(store, router))
+        found = calibrate_service(key[2], spec, load_app(store, edge), cloud_tier, samples, ref,
+                                  digest, progress, load_router(store, router))
+        return found.model_copy(update={"routerSha256": router.sha256 if router else None})
 
     cloud_id = (cloud,) if isinstance(cloud, str) else (cloud.version, cloud.sha256)
     label = (f"{spec.hardExampleMining.name} of {edge.model_name} {edge.version} on "

@@ -14,6 +14,7 @@ whatever an evaluation finds: it only writes status.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -34,6 +35,7 @@ from jointserve.api import (
     ModelMetrics,
     Reason,
     ResourceKey,
+    RouterStatus,
     get_condition,
     set_condition,
     with_metrics,
@@ -77,10 +79,14 @@ class EvaluationState:
     message: str
     metrics: ModelMetrics | None = None
     calibration: Calibration | None = None  # a calibration job's result
+    router: RouterStatus | None = None  # a router training job's result
 
 
-# What a job gives: an evaluation's metrics, or a calibration (hardExampleMining.budget).
-JobResult = ModelMetrics | Calibration
+EXIT_WAIT_S = 60.0  # how long an exiting operator waits for the job it is running
+
+# What a job gives: an evaluation's metrics, a calibration (hardExampleMining.budget), or a
+# trained router (hardExampleMining.train).
+JobResult = ModelMetrics | Calibration | RouterStatus
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class EvaluationJob:
     label: str
     run: Callable[[Progress], JobResult]
     calibration: bool = False  # a calibration: its state says Calibrating, not Evaluating
+    training: bool = False  # a router training: its state says TrainingRouter
 
 
 class _Running:
@@ -143,6 +150,7 @@ class Evaluator:
         if not running.ended.is_set():
             shown = f"{running.done}/{running.total} samples" if running.total else "queued"
             reason, verb = ((Reason.CALIBRATING, "calibrating") if job.calibration
+                            else (Reason.TRAINING_ROUTER, "training") if job.training
                             else (Reason.EVALUATING, "evaluating"))
             return EvaluationState("Unknown", reason, f"{verb} {job.label}: {shown}")
         exc = running.error
@@ -153,6 +161,9 @@ class Evaluator:
             return EvaluationState("False", Reason.EVALUATION_FAILED,
                                    f"{job.label}: the evaluation failed: {exc}")
         result = running.result
+        if isinstance(result, RouterStatus):
+            return EvaluationState("True", Reason.ROUTER_TRAINED,
+                                   f"{job.label}: {router_summary(result)}", router=result)
         if isinstance(result, Calibration):
             return EvaluationState("True", Reason.CALIBRATED, f"{job.label}: "
                                    f"{calibration_summary(result)}", calibration=result)
@@ -164,6 +175,18 @@ class Evaluator:
         if self._worker is None:
             self._worker = threading.Thread(target=self._work, name="evaluation", daemon=True)
             self._worker.start()
+            # A daemon thread still inside onnxruntime or scikit-learn when the interpreter
+            # finalises aborts the process (SIGABRT, exit 134). At exit, skip what is queued
+            # and let the running job end, for a bounded time.
+            atexit.register(self._drain, EXIT_WAIT_S)
+
+    def _drain(self, timeout_s: float) -> None:
+        with self._lock:
+            for running in self._jobs.values():
+                running.cancelled = True
+        self._queue.put(None)
+        if self._worker is not None:
+            self._worker.join(timeout_s)
 
     def _work(self) -> None:
         while (running := self._queue.get()) is not None:
@@ -178,6 +201,20 @@ class Evaluator:
     def close(self) -> None:
         """Let the worker end after the job it is running."""
         self._queue.put(None)
+
+
+def router_summary(router: RouterStatus) -> str:
+    """A trained router in a few words: its features and how it did on held-out rows."""
+    read = (f"{router.features - router.inputFeatures} probability features"
+            + (f" + {router.inputFeatures} input values" if router.inputFeatures else ""))
+    parts = [read]
+    if router.heldOutAuc is not None:
+        parts.append(f"held-out AUC {router.heldOutAuc:.3f}")
+    if router.heldOutPgr is not None:
+        margin = (f" (Margin {router.heldOutMarginPgr:.3f})"
+                  if router.heldOutMarginPgr is not None else "")
+        parts.append(f"PGR@20% {router.heldOutPgr:.3f}{margin}")
+    return ", ".join(parts)
 
 
 def calibration_summary(calibration: Calibration) -> str:
@@ -267,7 +304,7 @@ def service_job(store: ArtifactStore, key: ResourceKey, service: JointInferenceS
     assert evaluation is not None and data.ref is not None and data.path is not None
     assert data.dataset is not None
     edge_info = edge.info.model_dump(exclude_none=True) if edge.info else None
-    digest = service_digest(spec, edge_info, cutoff)
+    digest = service_digest(spec, edge_info, cutoff, router.sha256 if router is not None else None)
     dataset_spec, path, ref = data.dataset.spec, data.path, data.ref
 
     def run(progress: Progress) -> ModelMetrics:
@@ -354,10 +391,10 @@ def evaluate_once(resources: Mapping[ResourceKey, object], target: ResourceKey,
 
 
 def train_router_once(resources: Mapping[ResourceKey, object], target: ResourceKey,
-                      dataset: str, store: ArtifactStore,
-                      progress: Progress | None = None) -> TrainedRouter:
+                      dataset: str, store: ArtifactStore, progress: Progress | None = None,
+                      inputs: bool | None = None) -> TrainedRouter:
     """Train a LearnedRouter for the JointInferenceService `target` on Dataset `dataset`, now
-    (`jointserve train-router`)."""
+    (`jointserve train-router`); `inputs` as train_router takes it."""
     service = resources[target]
     assert isinstance(service, JointInferenceService)
     data = _dataset_once(resources, target[1], Evaluation(dataset=dataset), store)
@@ -365,7 +402,8 @@ def train_router_once(resources: Mapping[ResourceKey, object], target: ResourceK
     edge, cloud = _tiers_once(resources, target[1], service, store)
     cloud_tier = cloud if isinstance(cloud, str) else load_app(store, cloud)
     return train_router(target[2], service.spec, load_app(store, edge), cloud_tier,
-                        load_samples(data.path, data.dataset.spec), data.ref, progress=progress)
+                        load_samples(data.path, data.dataset.spec), data.ref, progress=progress,
+                        inputs=inputs)
 
 
 def _dataset_once(resources: Mapping[ResourceKey, object], namespace: str,

@@ -51,6 +51,7 @@ from jointserve.store import ArtifactError, ArtifactStore, ProgressCallback, red
 from ._calibrations import applied_calibration, calibrated, calibration_job, known_calibration
 from ._datasets import DatasetCounter, dataset_status
 from ._offload import OffloadWatch, offload_condition, totals
+from ._router_training import known_router, training_job
 from ._routers import RouterOutcome, RouterVerifier, router_condition
 from ._evaluations import (
     EvaluationJob,
@@ -280,12 +281,18 @@ class Reconciler:
                         if budget is not None else None)
             conditions = offload_condition(conditions, budget, realised,
                                            service.metadata.generation)
-            conditions = router_condition(conditions, self._router_outcomes.get(key),
-                                          service.metadata.generation)
             used = plan.app.router if plan.app is not None else None
+            training = self._service_router_training(key, resolved, plan, plans, resources,
+                                                     dataset_statuses)
+            conditions = router_condition(conditions, self._router_outcomes.get(key),
+                                          service.metadata.generation, training,
+                                          used.sha256 if used is not None else None)
+            trained = (training.router or self._saved(key, JointInferenceServiceStatus).router
+                       if training is not None else None)
             out[key] = self._save(key, service, status.model_copy(
                 update={"conditions": conditions, "calibration": found, "offload": realised,
-                        "routerSha256": used.sha256 if used is not None else None}))
+                        "routerSha256": used.sha256 if used is not None else None,
+                        "router": trained}))
         self._seen_running |= {name for name, state in states.items() if state.status == "RUNNING"}
         self._evaluator.forget(self._evaluating)
         self._offload.forget(set(services))
@@ -309,10 +316,11 @@ class Reconciler:
         out = {}
         for key, service in services.items():
             resolved, choices = self._select_models(key, service, models, plans)
-            applied = applied_calibration(
-                resolved.spec, self._saved(key, JointInferenceServiceStatus).calibration)
+            saved = self._saved(key, JointInferenceServiceStatus)
+            hem = resolved.spec.hardExampleMining
             router, self._router_outcomes[key] = self._routers.verify(
-                key, resolved.spec.hardExampleMining)
+                key, hem, saved.router if hem.train is not None else None)
+            applied = applied_calibration(resolved.spec, saved.calibration, router)
             plan = plan_service(key, resolved, models, verified, app_name(key),
                                 self.public_url, set(taken), deleting, applied, router)
             out[key] = _unselected(plan, choices)
@@ -462,6 +470,31 @@ class Reconciler:
                                       plan.app.router)
         saved = self._saved(key, JointInferenceServiceStatus).calibration
         done = known_calibration(saved, wanted)
+        if done is not None:
+            return done
+        self._evaluating.add(job.identity)
+        return self._evaluator.state(job)
+
+    def _service_router_training(self, key: ResourceKey, service: JointInferenceService,
+                                 plan: JointPlan, plans: Mapping[ResourceKey, Plan],
+                                 resources: Mapping[ResourceKey, Resource],
+                                 datasets: Mapping[ResourceKey, DatasetStatus]
+                                 ) -> EvaluationState | None:
+        """hardExampleMining.train's state: trained (its router), training, or why not."""
+        spec = service.spec
+        train = spec.hardExampleMining.train
+        if train is None:
+            return None
+        cloud = self._service_cloud(key, spec, plans)
+        if plan.app is None or cloud is None:
+            return not_evaluable(Reason.NOT_EVALUABLE, "the edge and cloud models need verified "
+                                 "versions before a router can be trained")
+        data = dataset_file(self.store, key[1], Evaluation(dataset=train.dataset), resources,
+                            datasets)
+        if data.problem is not None:
+            return not_evaluable(*data.problem)
+        job, wanted = training_job(self.store, key, service, plan.app.edge, cloud, data)
+        done = known_router(self._saved(key, JointInferenceServiceStatus).router, wanted)
         if done is not None:
             return done
         self._evaluating.add(job.identity)

@@ -1,6 +1,7 @@
 """LearnedRouter archives in the reconcile pass: verify, load once, hand to the gateway.
 
-    hardExampleMining.router {url, sha256sum}
+    hardExampleMining.router {url, sha256sum}, or the router the operator trained
+    (hardExampleMining.train: status.router, a data: URL)
         -> ArtifactStore.fetch("router.<namespace>.<service>", <sha256[:16]>, ...)  sha256 checked
         -> routing.RouterModel(router.onnx) loads it (a router onnxruntime refuses never
            reaches a gateway)
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from jointserve.api import (
     Condition,
@@ -23,12 +25,16 @@ from jointserve.api import (
     HardExampleMining,
     Reason,
     ResourceKey,
+    RouterStatus,
     set_condition,
 )
 from jointserve.routing import ROUTER_FILE, ROUTER_INFO, RouterModel
-from jointserve.store import ArtifactError, ArtifactStore
+from jointserve.store import ArtifactError, ArtifactStore, redact_url
 
 from ._retry import settled, with_backoff
+
+if TYPE_CHECKING:  # _evaluations imports the serve config, which imports this module
+    from ._evaluations import EvaluationState
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +67,30 @@ class RouterVerifier:
         self._known: dict[tuple[ResourceKey, str, str], RouterOutcome] = {}
         self._last_good: dict[ResourceKey, RouterArtifact] = {}
 
-    def verify(self, key: ResourceKey, hem: HardExampleMining
+    def verify(self, key: ResourceKey, hem: HardExampleMining, trained: RouterStatus | None = None
                ) -> tuple[RouterArtifact | None, RouterOutcome | None]:
         """(the router the gateway scores with, this spec's outcome); (None, None) when the
-        policy is not a LearnedRouter."""
+        policy is not a LearnedRouter. `trained`: the router the operator trained for
+        hardExampleMining.train (status.router), if any."""
         if hem.name != "LearnedRouter":
             self._last_good.pop(key, None)
             return None, None
-        if hem.router is None:
+        if hem.train is not None:
+            if trained is None:
+                return None, RouterOutcome(False, Reason.TRAINING_ROUTER, "no router trained on "
+                                           f"{hem.train.dataset} yet: the LearnedRouter scores "
+                                           "as Margin until one is")
+            url, sha256 = trained.url, trained.sha256
+        elif hem.router is None:
             return None, RouterOutcome(False, Reason.ROUTER_NOT_SET, "no hardExampleMining.router "
                                        "archive: the LearnedRouter scores as Margin until one is "
-                                       "set (jointserve train-router writes it)")
-        memo = (key, hem.router.url, hem.router.sha256sum.lower())
+                                       "set (jointserve train-router writes it, or set train)")
+        else:
+            url, sha256 = hem.router.url, hem.router.sha256sum.lower()
+        memo = (key, url, sha256)
         known = self._known.get(memo)
         if known is None or not settled(known):
-            known = with_backoff(self._verify(key, hem.router.url, hem.router.sha256sum.lower()),
-                                 known)
+            known = with_backoff(self._verify(key, url, sha256), known)
             self._known[memo] = known
         if known.ok and known.artifact is not None:
             self._last_good[key] = known.artifact
@@ -95,7 +109,8 @@ class RouterVerifier:
             RouterModel(fetched.path / ROUTER_FILE)
         except (OSError, ValueError, RuntimeError) as exc:  # onnxruntime raises its own kinds
             return RouterOutcome(False, Reason.ROUTER_INVALID,
-                                 f"{url}: not a router archive ({ROUTER_FILE} + {ROUTER_INFO}): "
+                                 f"{redact_url(url)}: not a router archive "
+                                 f"({ROUTER_FILE} + {ROUTER_INFO}): "
                                  f"{type(exc).__name__}: {exc}")
         trained = (f"trained on {info.get('dataset')} for {info.get('edgeModel')} "
                    f"{info.get('edgeVersion')}")
@@ -110,10 +125,24 @@ class RouterVerifier:
 
 
 def router_condition(conditions: list[Condition], outcome: RouterOutcome | None,
-                     generation: int | None) -> list[Condition]:
-    """`conditions` with RouterReady from `outcome` (dropped when there is no LearnedRouter)."""
+                     generation: int | None, training: EvaluationState | None = None,
+                     serving: str | None = None) -> list[Condition]:
+    """`conditions` with RouterReady from `outcome` (dropped when there is no LearnedRouter);
+    while the operator trains a router (`training` not True: running, or failed), from the
+    training, naming the router still scoring (`serving`: its sha256), if any."""
     if outcome is None:
         return [c for c in conditions if c.type != ConditionType.ROUTER_READY]
+    if training is not None and training.status != "True":
+        still = (f"; the router {serving[:12]} scores until a new one is trained" if serving
+                 else "; the LearnedRouter scores as Margin until a router is trained")
+        return set_condition(conditions, ConditionType.ROUTER_READY, training.status,
+                             training.reason, training.message + still, generation)
+    pending = outcome.ok or outcome.reason == Reason.TRAINING_ROUTER  # not refused, at least
+    if (training is not None and training.router is not None
+            and training.router.sha256 != serving and pending):
+        # Trained in this pass: the next pass verifies it and plans the gateways with it.
+        return set_condition(conditions, ConditionType.ROUTER_READY, "Unknown", training.reason,
+                             training.message + "; handing it to the gateways", generation)
     return set_condition(conditions, ConditionType.ROUTER_READY, "True" if outcome.ok else "False",
                          outcome.reason, outcome.message, generation)
 

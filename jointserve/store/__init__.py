@@ -7,9 +7,9 @@ Failures are ArtifactErrors whose `reason` goes straight into a status condition
 """
 
 from ._errors import ArtifactError, redact_url
-from ._fetch import Limit, ProgressCallback, SourceVersion
+from ._fetch import Limit, ProgressCallback, SourceVersion, data_url
 from ._pack import pack_tar_gz, write_atomic
 from ._store import ArtifactStore, FetchResult
 
-__all__ = ["ArtifactError", "ArtifactStore", "FetchResult", "Limit", "ProgressCallback",
+__all__ = ["ArtifactError", "ArtifactStore", "FetchResult", "Limit", "ProgressCallback", "data_url",
            "SourceVersion", "pack_tar_gz", "redact_url", "write_atomic"]

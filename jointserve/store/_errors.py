@@ -51,7 +51,10 @@ class ArtifactError(Exception):
 
 
 def redact_url(url: str) -> str:
-    """`url` with the password of any `user:password@` replaced, for messages, logs and markers."""
+    """`url` with the password of any `user:password@` replaced, for messages, logs and
+    markers; a `data:` URL (its content) as its media type and length."""
+    if url[:5].lower() == "data:":
+        return f"{url.partition(',')[0]},... ({len(url)} characters)"
     try:
         parts = urlsplit(url)
     except ValueError:

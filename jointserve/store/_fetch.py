@@ -1,4 +1,6 @@
-"""Downloading an artifact into a local file while hashing it: http(s) with retries, or file://.
+"""Downloading an artifact into a local file while hashing it: http(s) with retries, file://,
+or an RFC 2397 `data:` URL (base64) for artifacts small enough to travel in a config (the
+operator's trained routers: a few KiB, so every node reads them from the Serve config).
 
 Part of jointserve.store. ArtifactStore.fetch calls `download` to fill a temp file inside the
 model's store directory and compares the returned sha256 before anything is unpacked. Hashing
@@ -7,6 +9,7 @@ happens as the bytes stream in, so a multi-gigabyte model is read once and never
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
@@ -84,11 +87,38 @@ def download(
         return _download_http(url, dest, options, progress, limit, unless)
     if scheme == "file":
         return _download_file(url, dest, progress, limit, unless)
+    if scheme == "data":
+        return _download_data(url, dest, progress, limit)
     raise ArtifactError(
         "DownloadFailed",
         shown,
-        f"cannot download {shown}: unsupported URL scheme {scheme!r} (use http, https or file)",
+        f"cannot download {shown}: unsupported URL scheme {scheme!r} (use http, https, file "
+        "or data)",
     )
+
+
+def data_url(content: bytes, media_type: str = "application/gzip") -> str:
+    """`content` as a base64 `data:` URL, which `download` reads back byte for byte."""
+    return f"data:{media_type};base64,{base64.b64encode(content).decode()}"
+
+
+def _download_data(url: str, dest: Path, progress: ProgressCallback | None,
+                   limit: Limit | None) -> Downloaded:
+    shown = "a data: URL"
+    header, comma, payload = url.partition(",")
+    if not comma or not header.endswith(";base64"):
+        raise ArtifactError("DownloadFailed", shown, "a data: URL must be base64 "
+                            "(data:<type>;base64,<content>)")
+    try:
+        content = base64.b64decode(payload, validate=True)
+    except ValueError as exc:
+        raise ArtifactError("DownloadFailed", shown, f"a data: URL's content is not base64: "
+                            f"{exc}") from None
+    _check_size(len(content), limit, shown, "it has")
+    with dest.open("wb") as out:
+        sink = _Sink(out, len(content), progress, limit, shown)
+        sink.write(content)
+    return sink.result()
 
 
 class _Sink:
