@@ -402,8 +402,9 @@ _LEGEND = {"CrossEntropyFilter": "CrossEntropyFilter (same score as Entropy)",
            "RandomFilter": "RandomFilter (random routing)", ORACLE: "oracle (upper bound)"}
 
 
-def plot_routing(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    """routing_accuracy_vs_offload.png and routing_pgr.png in `out_dir`; returns their paths."""
+def plot_routing(result: dict[str, Any], out_dir: Path, data_set: str = "digits") -> list[Path]:
+    """routing_accuracy_vs_offload.png and routing_pgr.png in `out_dir` (another data set's
+    prefixed by its name); returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -416,6 +417,8 @@ def plot_routing(result: dict[str, Any], out_dir: Path) -> list[Path]:
         "routing_accuracy_vs_offload.png": ("accuracy", "test accuracy (joint)"),
         "routing_pgr.png": ("pgr", "PGR = (A − A_edge) / (A_cloud − A_edge)"),
     }.items():
+        if data_set != "digits":
+            figure = f"{data_set}_{figure}"
         fig, ax = plt.subplots(figsize=(7.5, 5))
         for name, series in _series(result):
             curve = series["curve"]
@@ -435,7 +438,7 @@ def plot_routing(result: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_xlabel("realised test offload ratio (share sent to the cloud)")
         ax.set_ylabel(ylabel)
         ax.set_xlim(0, 1)
-        ax.set_title(f"Digits routing quality: mean ± std over {n_seeds} seeds "
+        ax.set_title(f"{data_set.capitalize()} routing quality: mean ± std over {n_seeds} seeds "
                      "(cuts calibrated on validation)", fontsize=10)
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)

@@ -15,7 +15,8 @@ benchmarks.routing) runs on:
 Each seed draws a fresh stratified 60/20/20 split; cuts and routers come from validation,
 figures from test, as in benchmarks.routing.
 
-    python -m benchmarks.routing_datasets [--seeds 10] [--out DIR]
+    python -m benchmarks.routing_datasets [--seeds 10] [--out DIR]   (DIR: a JSON and, per
+                                                                      data set, its two plots)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from benchmarks.routing import (
     SPLIT,
     RouterRows,
     SeedRun,
+    plot_routing,
     policy_scores,
     summarise,
 )
@@ -219,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "routing_datasets.json").write_text(json.dumps(results, indent=1))
+        for name, result in results.items():
+            for path in plot_routing(result, args.out, name):
+                print(f"wrote {path}")
     print(f"{args.seeds} seeds in {time.monotonic() - start:.1f} s")
     return 0
 

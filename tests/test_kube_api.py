@@ -241,6 +241,14 @@ BAD = {
     "hardExampleMining unknown": (_edit("digits", lambda s: s["hardExampleMining"].update(
                                       name="Guess")),
                                   ["spec.hardExampleMining.name", 'Unsupported value: "Guess"']),
+    "a router archive and training": (
+        _edit("digits", lambda s: s["hardExampleMining"].update(
+            name="LearnedRouter", train={"dataset": "d"},
+            router={"url": "http://h/r.tar.gz", "sha256sum": "a" * 64})),
+        ["spec.hardExampleMining", "set router (an archive) or train"]),
+    "router training for another policy": (
+        _edit("digits", lambda s: s["hardExampleMining"].update(train={"dataset": "d"})),
+        ["router and train are for name LearnedRouter"]),
 }
 
 
