@@ -472,11 +472,41 @@ def _dataset_row(resource: dict, status: dict) -> list[str]:
     ]
 
 
+def _training_row(resource: dict, status: dict) -> list[str]:
+    spec = resource["spec"]
+    history = status.get("history") or [{}]
+    last = history[-1]
+    accuracy = last.get("evalAccuracy", last.get("accuracy"))
+    return [
+        resource["metadata"]["name"],
+        f"{status.get('round', 0)}/{spec.get('aggregation', {}).get('rounds', 10)}",
+        f"{len(last.get('participants', []))}/{len(spec['workers'])}",
+        "-" if accuracy is None else f"{accuracy:.4f}",
+        status.get("phase") or "Pending",
+        status.get("publishedVersion") or "-",
+        _age(status.get("startedAt")),
+    ]
+
+
+def _age(since: str | None) -> str:
+    """kubectl's AGE: 45s, 12m, 3h, 2d."""
+    if not since:
+        return "-"
+    from datetime import datetime, timezone
+
+    seconds = max((datetime.now(timezone.utc) - datetime.fromisoformat(since)).total_seconds(), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
 _KIND_NAMES = {
     "inferencemodels": "InferenceModel", "inferencemodel": "InferenceModel", "im": "InferenceModel",
     "jointinferenceservices": "JointInferenceService",
     "jointinferenceservice": "JointInferenceService", "jis": "JointInferenceService",
     "datasets": "Dataset", "dataset": "Dataset", "ds": "Dataset", "dset": "Dataset",
+    "trainingmodels": "TrainingModel", "trainingmodel": "TrainingModel", "tm": "TrainingModel",
 }
 _GET_TABLES = {
     "InferenceModel": (["NAME", "MODEL", "LAYER", "TARGET", "ACTIVE", "READY", "REASON",
@@ -485,6 +515,8 @@ _GET_TABLES = {
                                "HARD", "UPLOAD-RATIO", "FALLBACKS", "ACC/MAP50", "CLOUD-RATIO",
                                "PGR", "EVALUATION", "BUDGET", "URL"], _service_row),
     "Dataset": (["NAME", "FORMAT", "SAMPLES", "CLASSES", "READY", "REASON"], _dataset_row),
+    "TrainingModel": (["NAME", "ROUND/ROUNDS", "PARTICIPANTS", "ACCURACY", "PHASE", "PUBLISHED",
+                       "AGE"], _training_row),
 }
 
 

@@ -163,7 +163,8 @@ def test_sha256_is_normalised_to_lowercase() -> None:
         ),
         pytest.param(
             {**_doc(), "kind": "Model"},
-            ["kind: must be one of ['Dataset', 'InferenceModel', 'JointInferenceService'] (got 'Model')"],
+            ["kind: must be one of ['Dataset', 'InferenceModel', 'JointInferenceService', "
+             "'TrainingModel'] (got 'Model')"],
             id="wrong-kind",
         ),
         pytest.param(
@@ -231,7 +232,8 @@ def test_every_bad_document_is_reported(tmp_path: Path) -> None:
     assert caught.value.source == str(path)
     assert caught.value.problems == [
         "[0]: InferenceModel digits-edge: spec.bogus: unknown field",
-        "[1]: kind: must be one of ['Dataset', 'InferenceModel', 'JointInferenceService'] (got 'Model')",
+        "[1]: kind: must be one of ['Dataset', 'InferenceModel', 'JointInferenceService', "
+        "'TrainingModel'] (got 'Model')",
     ]
 
 

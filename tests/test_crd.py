@@ -52,7 +52,8 @@ def test_committed_crds_are_up_to_date() -> None:
 def test_rendered_files_are_named_and_headed() -> None:
     rendered = render_crds()
     assert list(rendered) == ["datasets.jointserve.io.yaml", "inferencemodels.jointserve.io.yaml",
-                              "jointinferenceservices.jointserve.io.yaml"]
+                              "jointinferenceservices.jointserve.io.yaml",
+                              "trainingmodels.jointserve.io.yaml"]
     text = rendered["inferencemodels.jointserve.io.yaml"]
     assert text.startswith(HEADER)
     assert yaml.safe_load(text) == crd_for(InferenceModel)
@@ -154,11 +155,12 @@ def test_write_crds_writes_and_prunes_only_its_own_files(tmp_path: Path) -> None
     paths = write_crds(out)
     assert paths == [out / "datasets.jointserve.io.yaml",
                      out / "inferencemodels.jointserve.io.yaml",
-                     out / "jointinferenceservices.jointserve.io.yaml"]
+                     out / "jointinferenceservices.jointserve.io.yaml",
+                     out / "trainingmodels.jointserve.io.yaml"]
     assert all(p.read_text() == render_crds()[p.name] for p in paths)
     assert sorted(p.name for p in out.iterdir()) == [
         "datasets.jointserve.io.yaml", "hand-written.yaml", "inferencemodels.jointserve.io.yaml",
-        "jointinferenceservices.jointserve.io.yaml"]
+        "jointinferenceservices.jointserve.io.yaml", "trainingmodels.jointserve.io.yaml"]
 
 
 # -- the converter on kinds other than InferenceModel ----------------------------------------

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests._kube import REPO, KubeAPIServer
+from tests.test_training_model_api import training_doc
 
 NS = "kube-api-test"
 EXAMPLE = REPO / "examples" / "digits"
@@ -83,7 +84,8 @@ def test_short_names_and_category(kube: KubeAPIServer) -> None:
     resources = kube.kubectl_ok("api-resources", "--api-group=jointserve.io", "--no-headers")
     rows = {line.split()[0]: line.split() for line in resources.splitlines()}
     assert "im" in rows["inferencemodels"] and "jis" in rows["jointinferenceservices"]
-    for short in ("im", "jis", "dset", "jointserve"):  # jointserve: the category, every kind
+    assert "tm" in rows["trainingmodels"]
+    for short in ("im", "jis", "dset", "tm", "jointserve"):  # jointserve: the category, every kind
         kube.kubectl_ok("get", short, "-n", NS)
 
 
@@ -246,6 +248,15 @@ BAD = {
             name="LearnedRouter", train={"dataset": "d"},
             router={"url": "http://h/r.tar.gz", "sha256sum": "a" * 64})),
         ["spec.hardExampleMining", "set router (an archive) or train"]),
+    "training job with more participants than workers": (
+        lambda: training_doc(aggregation={"minParticipants": 9}),
+        ["minParticipants must not exceed the number of workers"]),
+    "training job with a worker twice": (
+        lambda: training_doc(workers=[{"name": "a", "dataset": "d-x"}, {"name": "a", "dataset": "d-y"}]),
+        ["worker names must be unique"]),
+    "training job: proximalMu without FedProx": (
+        lambda: training_doc(aggregation={"proximalMu": 0.5}),
+        ["proximalMu is for algorithm FedProx"]),
     "router training for another policy": (
         _edit("digits", lambda s: s["hardExampleMining"].update(train={"dataset": "d"})),
         ["router and train are for name LearnedRouter"]),
@@ -318,3 +329,11 @@ def test_api_server_restart_keeps_resources(kube: KubeAPIServer) -> None:
     kube.start()
     assert kube.kubectl_ok("get", "--raw", "/readyz").strip() == "ok"
     assert get_json(kube, "im", "digits-edge")["metadata"]["uid"] == before
+
+
+def test_valid_training_model_is_listed_with_printer_columns(kube: KubeAPIServer) -> None:
+    done = apply(kube, training_doc())
+    assert done.returncode == 0, done.stderr
+    header, row = kube.kubectl_ok("get", "tm", "digits-fl", "-n", NS).splitlines()
+    assert header.split() == ["NAME", "ROUND", "ROUNDS", "PHASE", "PUBLISHED", "AGE"]
+    assert row.split()[:2] == ["digits-fl", "5"]  # no round nor phase before the operator

@@ -56,6 +56,18 @@ from ._joint_service import (
     ServiceCounters,
 )
 from ._parse import KINDS, Resource, load_file, parse_resource
+from ._training_model import (
+    Aggregation,
+    LocalTraining,
+    Publish,
+    RoundMetrics,
+    TrainingModel,
+    TrainingModelSpec,
+    TrainingModelStatus,
+    TrainingWorker,
+    VerifiedFile,
+    WorkerStatus,
+)
 from ._selection import (
     MetricName,
     ModelChoice,
@@ -98,6 +110,16 @@ __all__ = [
     "JointInferenceServiceSpec",
     "JointInferenceServiceStatus",
     "RouterStatus",
+    "Aggregation",
+    "LocalTraining",
+    "Publish",
+    "RoundMetrics",
+    "TrainingModel",
+    "TrainingModelSpec",
+    "TrainingModelStatus",
+    "TrainingWorker",
+    "VerifiedFile",
+    "WorkerStatus",
     "RouterTraining",
     "Layer",
     "ModelFile",

@@ -15,14 +15,16 @@ from ._dataset import Dataset
 from ._errors import ResourceError, describe_errors
 from ._inference_model import InferenceModel
 from ._joint_service import JointInferenceService
+from ._training_model import TrainingModel
 
 log = logging.getLogger(__name__)
 
-Resource = Union[InferenceModel, JointInferenceService, Dataset]
+Resource = Union[InferenceModel, JointInferenceService, Dataset, TrainingModel]
 KINDS: dict[str, type[Resource]] = {
     InferenceModel.KIND: InferenceModel,
     JointInferenceService.KIND: JointInferenceService,
     Dataset.KIND: Dataset,
+    TrainingModel.KIND: TrainingModel,
 }
 
 
