@@ -15,7 +15,16 @@ from pathlib import Path
 
 import watchfiles
 
-from jointserve.api import Resource, ResourceError, ResourceKey, load_file, resource_key
+from jointserve.api import (
+    InferenceModel,
+    Resource,
+    ResourceError,
+    ResourceKey,
+    load_file,
+    resource_key,
+)
+
+from ._published import merge_published
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +74,9 @@ class DirectorySource:
                         f"{path}: {key[0]} {key[2]} is also defined in an earlier file; ignored"
                     )
                     continue
+                if isinstance(resource, InferenceModel):
+                    # Versions the operator published for it (a TrainingModel's), beside it.
+                    resource = merge_published(resource, self.directory)
                 snapshot.resources[key] = resource
         return snapshot
 
