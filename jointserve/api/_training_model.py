@@ -143,12 +143,14 @@ class RoundMetrics(Strict):
     accuracy: Unit | None = None
     evalLoss: float | None = None  # the aggregated model on spec.evaluation's Dataset
     evalAccuracy: Unit | None = None
+    dropped: dict[str, str] = Field(default_factory=dict)  # worker -> why it did not report
 
 
 class TrainingModelStatus(Strict):
     """Observed state, written by the operator."""
 
     phase: Phase = "Pending"
+    jobDigest: str | None = None  # the spec this status is of (a changed spec is a new job)
     startedAt: str | None = None  # RFC 3339: when the operator first started the job
     round: int = 0  # rounds completed
     rounds: int | None = None
