@@ -79,6 +79,10 @@ class Reason(StrEnum):
     UNDER_BUDGET = "UnderBudget"
     NOT_ENOUGH_TRAFFIC = "NotEnoughTraffic"
     ROUTER_VERIFIED = "RouterVerified"
+    TRAINING = "Training"  # TrainingModel: rounds running
+    TRAINING_FAILED = "TrainingFailed"
+    TRAINED = "Trained"
+    PUBLISHED = "Published"
     TRAINING_ROUTER = "TrainingRouter"  # hardExampleMining.train: the operator trains one
     ROUTER_TRAINED = "RouterTrained"
     ROUTER_NOT_SET = "RouterNotSet"  # LearnedRouter without a router: scores as Margin

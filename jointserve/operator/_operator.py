@@ -45,9 +45,13 @@ class DirectoryOperator:
         return worker
 
     def run(self, stop: threading.Event) -> None:
-        """Reconcile now, then after every change and at least every `resync_s`."""
-        self.step()
-        for _ in self.source.changes(stop, self.resync_s):
-            if stop.is_set():
-                break
+        """Reconcile now, then after every change and at least every `resync_s`; on stop,
+        end what the reconciler runs (evaluations, training runs: checkpoints resume them)."""
+        try:
             self.step()
+            for _ in self.source.changes(stop, self.resync_s):
+                if stop.is_set():
+                    break
+                self.step()
+        finally:
+            self.reconciler.close()

@@ -75,6 +75,24 @@ def publish_version(resources: Path, key: ResourceKey, entry: ModelFile, trainin
                                       sort_keys=False).encode())
 
 
+class DirectoryPublisher:
+    """Directory mode's publishing: the archive stays on this machine (a file:// URL under
+    the state dir) and the version goes to the published-versions file beside the YAML."""
+
+    def __init__(self, resources: Path, archives: Path) -> None:
+        self.resources = resources
+        self.archives = archives
+
+    def publish(self, key: ResourceKey, version: str, archive: bytes, sha256: str,
+                training: str, rollout: bool) -> str:
+        path = self.archives / f"{key[1]}.{key[2]}" / f"{version}.tar.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, archive)
+        publish_version(self.resources, key, ModelFile(version=version,
+                        downloadURL=path.as_uri(), sha256sum=sha256), training, rollout)
+        return path.as_uri()
+
+
 def merge_published(model: InferenceModel, resources: Path) -> InferenceModel:
     """`model` with the versions published for it (see the module docstring)."""
     if model.spec.image:

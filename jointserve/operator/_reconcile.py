@@ -40,6 +40,8 @@ from jointserve.api import (
     Resource,
     ResourceKey,
     Selection,
+    TrainingModel,
+    TrainingModelStatus,
     get_condition,
     set_condition,
 )
@@ -52,6 +54,7 @@ from ._calibrations import applied_calibration, calibrated, calibration_job, kno
 from ._datasets import DatasetCounter, dataset_status
 from ._offload import OffloadWatch, offload_condition, totals
 from ._router_training import known_router, training_job
+from ._training import TrainingJobs
 from ._routers import RouterOutcome, RouterVerifier, router_condition
 from ._evaluations import (
     EvaluationJob,
@@ -80,8 +83,9 @@ from ._status_store import StatusRecords
 
 log = logging.getLogger(__name__)
 
-Status = InferenceModelStatus | JointInferenceServiceStatus | DatasetStatus
-S = TypeVar("S", InferenceModelStatus, JointInferenceServiceStatus, DatasetStatus)
+Status = InferenceModelStatus | JointInferenceServiceStatus | DatasetStatus | TrainingModelStatus
+S = TypeVar("S", InferenceModelStatus, JointInferenceServiceStatus, DatasetStatus,
+            TrainingModelStatus)
 
 # (resource, type "Normal" | "Warning", reason, message): one Kubernetes Event's worth.
 EventSink = Callable[[ResourceKey, str, str, str], None]
@@ -168,6 +172,7 @@ class Reconciler:
         events: EventSink | None = None,
         images: ImageRunner | None = None,
         wanted: Callable[[str], bool] = lambda _model_name: True,
+        training: TrainingJobs | None = None,
     ) -> None:
         self.backend = backend
         self.store = store
@@ -178,6 +183,7 @@ class Reconciler:
         self._events = events
         self._images = images
         self._wanted = wanted
+        self._training = training  # TrainingModels run only where the home gives them a place
         self._verified: dict[tuple[str, str, str, str], Verification] = {}
         self._datasets = DatasetCounter(store, progress, events)
         self._offload = OffloadWatch()
@@ -197,7 +203,8 @@ class Reconciler:
         # only records that changed need the disk again.
         self._records: dict[ResourceKey, dict] = {
             key: record for key in statuses.keys()
-            if key[0] in {InferenceModel.KIND, JointInferenceService.KIND, Dataset.KIND}
+            if key[0] in {InferenceModel.KIND, JointInferenceService.KIND, Dataset.KIND,
+                          TrainingModel.KIND}
             and (record := statuses.read(key)) is not None
         }
 
@@ -248,6 +255,14 @@ class Reconciler:
                                     self._saved(key, DatasetStatus))
             out[key] = self._save(key, dataset, status)
         dataset_statuses = {k: s for k, s in out.items() if isinstance(s, DatasetStatus)}
+        trainings = {k: r for k, r in sorted(resources.items()) if isinstance(r, TrainingModel)}
+        for key, job in trainings.items():
+            if self._training is not None:
+                status = self._training.status(key, job, resources, dataset_statuses,
+                                               self._saved(key, TrainingModelStatus))
+                out[key] = self._save(key, job, status)
+        if self._training is not None:
+            self._training.forget(set(trainings))
         self._evaluating = set()
         for key, model in models.items():
             conflict = plans[key].verification.reason == Reason.MODEL_NAME_CONFLICT
@@ -297,7 +312,7 @@ class Reconciler:
         self._evaluator.forget(self._evaluating)
         self._offload.forget(set(services))
         self._routers.forget(set(services))
-        for key in set(self._records) - set(models) - set(services) - set(datasets):
+        for key in set(self._records) - set(models) - set(services) - set(datasets) - set(trainings):
             self.statuses.delete(key)
             del self._records[key]
             if key[0] == JointInferenceService.KIND:
@@ -395,8 +410,11 @@ class Reconciler:
         return self._saved(key, InferenceModelStatus)
 
     def close(self) -> None:
-        """Stop the evaluation worker (a running evaluation is abandoned)."""
+        """Stop the evaluation worker (a running evaluation is abandoned) and the training
+        runs (their checkpoints let a new operator resume them)."""
         self._evaluator.close()
+        if self._training is not None:
+            self._training.close()
 
     # -- evaluation ---------------------------------------------------------------------
 

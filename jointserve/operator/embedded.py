@@ -22,6 +22,8 @@ from ._ray import ServeBackend, connect_ray, start_local_ray
 from ._reconcile import Backend, Reconciler
 from ._serve_config import ServeSettings
 from ._status_store import StatusStore
+from ._published import DirectoryPublisher
+from ._training import TrainingJobs
 
 Progress = Callable[[str], ProgressCallback | None]
 
@@ -55,8 +57,13 @@ def directory_operator(directory: Path, state_dir: Path, backend: Backend,
     """The operator of embedded mode over `backend`; status goes to `state_dir`, archives to
     `store` (default: the store at settings.store_root)."""
     statuses = StatusStore(state_dir)
-    reconciler = Reconciler(backend, store or ArtifactStore(Path(settings.store_root)), statuses,
-                            settings, public_url, progress=progress)
+    store = store or ArtifactStore(Path(settings.store_root))
+    # TrainingModels' round checkpoints under the state dir; published versions beside the
+    # user's YAML (operator/_published.py).
+    training = TrainingJobs(store, state_dir,
+                            DirectoryPublisher(directory, state_dir / "published"))
+    reconciler = Reconciler(backend, store, statuses, settings, public_url, progress=progress,
+                            training=training)
     return DirectoryOperator(DirectorySource(directory), reconciler, statuses, resync_s=resync_s)
 
 
