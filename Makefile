@@ -45,7 +45,8 @@ lock: $(UV)
 
 example: $(EXAMPLE_BUILT)
 
-$(EXAMPLE_BUILT): $(VENV)/.installed $(EXAMPLE)/build.py
+$(EXAMPLE_BUILT): $(VENV)/.installed $(EXAMPLE)/build.py $(EXAMPLE)/federated/build.py \
+		$(EXAMPLE)/federated/train_softmax.py
 	$(PY) $(EXAMPLE)/build.py
 	touch $@
 

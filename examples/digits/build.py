@@ -10,6 +10,8 @@ example (a "2" that edge v1 reads as a 3 and the cloud model gets right),
 the test split, for tests and benchmarks. The test split is also written as three Datasets
 (`digits-datasets.yaml`: csv rows, npz arrays, and 8x8 PNGs listed by a txt index), which
 the InferenceModels and the JointInferenceServices evaluate on (`spec.evaluation`).
+federated/build.py adds the federated job: the training split dealt to four edge workers
+as Datasets, and the TrainingModel `digits-fl` (federated/digits-federated.yaml).
 
     python examples/digits/build.py [--out DIR] [--base-url URL] [--force]
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import io
 import json
 import sys
@@ -27,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -39,6 +43,8 @@ from jointserve.store import write_atomic
 # they take ~2 s to import, and the up-to-date check should answer in a blink.
 
 HERE = Path(__file__).resolve().parent
+FEDERATED = HERE / "federated" / "build.py"
+FEDERATED_SOURCES = (FEDERATED, HERE / "federated" / "train_softmax.py")
 DEFAULT_BASE_URL = "http://127.0.0.1:8808"
 RANDOM_STATE = 0
 EDGE_V1_SAMPLES = 300
@@ -116,17 +122,30 @@ def archive_name(model_name: str, version: str) -> str:
     return f"{model_name}-{version}.tar.gz"
 
 
+def federated() -> ModuleType:
+    """federated/build.py (the federated job over the training split), loaded by path."""
+    spec = importlib.util.spec_from_file_location("digits_federated_build", FEDERATED)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def output_paths(out: Path) -> list[Path]:
     """Every file build() writes under `out`."""
     archives = [out / "archives" / archive_name(r.model_name, r.version) for r in RECIPES]
     datasets = [out / "archives" / name for name in DATASET_FILES]
+    job = federated()
     return [*archives, *datasets, *(out / name for name in (*YAML_NAMES, DATASETS_YAML)),
-            out / "request.json", out / "request-easy.json", out / "samples.npz"]
+            out / "request.json", out / "request-easy.json", out / "samples.npz",
+            *(out / "archives" / name for name in job.output_names()),
+            out / "federated" / job.YAML_NAME]
 
 
 def up_to_date(out: Path, base_url: str) -> bool:
-    """All outputs exist, are newer than this script, and the manifests use `base_url`."""
-    script_mtime = Path(__file__).stat().st_mtime_ns
+    """All outputs exist, are newer than the scripts that write them, and the manifests use
+    `base_url`."""
+    script_mtime = max(p.stat().st_mtime_ns for p in (Path(__file__), *FEDERATED_SOURCES))
     paths = output_paths(out)
     if not all(p.is_file() and p.stat().st_mtime_ns > script_mtime for p in paths):
         return False
@@ -203,14 +222,14 @@ def test_csv(split: Split) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def test_npz(split: Split) -> bytes:
-    """X and y in a zip whose entries carry a fixed date, so its sha256 is reproducible
-    (np.savez stamps the current time)."""
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """The arrays as an .npz whose zip entries carry a fixed date, so its sha256 is
+    reproducible (np.savez stamps the current time)."""
     import zipfile
 
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, array in (("X", split.X_test), ("y", split.y_test)):
+        for name, array in arrays.items():
             member = io.BytesIO()
             np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
@@ -218,6 +237,10 @@ def test_npz(split: Split) -> bytes:
             info.create_system, info.external_attr = 3, 0o644 << 16  # the same on every OS
             archive.writestr(info, member.getvalue())
     return out.getvalue()
+
+
+def test_npz(split: Split) -> bytes:
+    return npz_bytes(X=split.X_test, y=split.y_test)
 
 
 def test_pngs(split: Split) -> dict[str, bytes]:
@@ -327,6 +350,7 @@ def build(out: Path, base_url: str = DEFAULT_BASE_URL) -> dict[str, Artifact]:
     easy = easy_sample(artifacts["digits-edge-v1"].estimator, split)
     write_atomic(out / "request-easy.json", request_json(split.X_test[easy]).encode())
     write_datasets(split, out, base_url)
+    federated().write(out, base_url, split.X_train, split.y_train)
     for model_name in LAYERS:
         versions = [a for a in artifacts.values() if a.model_name == model_name]
         write_atomic(out / f"{model_name}.yaml", manifest_yaml(model_name, versions).encode())
