@@ -168,6 +168,14 @@ def _add_operator_parser(sub: Any) -> None:
     op.add_argument("--file-server", type=Path, default=None, metavar="DIR",
                     help="also serve DIR over HTTP on loopback (the example's model archives)")
     op.add_argument("--file-server-port", type=int, default=8808)
+    op.add_argument("--archive-host", default=None,
+                    help="host of the server of published TrainingModel archives (default: "
+                         "HOST)")
+    op.add_argument("--archive-port", type=int, default=8809,
+                    help="its port (default: %(default)s)")
+    op.add_argument("--archive-url", default=None,
+                    help="where nodes reach it, e.g. the operator's Service (default: "
+                         "http://ARCHIVE_HOST:ARCHIVE_PORT)")
     op.add_argument("--image-port", type=int, default=8080,
                     help="container port of spec.image models' servers (Deployment + Service)")
     op.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
@@ -199,12 +207,16 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     file_server = FileServer(args.file_server, port=args.file_server_port) if args.file_server else None
     if file_server:
         print(f"file server: {file_server.url}/ serves {args.file_server}", flush=True)
+    # Every replica serves published archives (they live in the API), the standby too.
+    archives = kube.PublishedArchiveServer(api_client, args.archive_host or args.host,
+                                           args.archive_port)
     lease = kube.LeaseSettings(args.lease_namespace, args.lease_name,
                                args.identity or kube.default_identity(), args.lease_duration)
     kube.run_operator(api_client, _kube_settings(args), lease, stop, namespace=args.namespace,
                       ray_address=args.ray_address,
                       image_port=args.image_port, on_signals=lambda: _stop_on_signals(stop),
                       progress=ProgressPrinter, say=lambda line: print(line, flush=True))
+    archives.stop()
     if file_server:
         file_server.stop()
     return 0
@@ -223,7 +235,9 @@ def _kube_settings(args: argparse.Namespace) -> Any:
     return kube.KubeSettings(
         store_dir=args.state_dir.resolve() / "store", host=args.host, port=args.port,
         public_url=args.public_url or f"http://{args.host}:{args.port}",
-        version=package_version("jointserve"))
+        version=package_version("jointserve"),
+        archive_url=args.archive_url
+        or f"http://{args.archive_host or args.host}:{args.archive_port}")
 
 
 # -- serve --------------------------------------------------------------------------------
@@ -474,13 +488,11 @@ def _dataset_row(resource: dict, status: dict) -> list[str]:
 
 def _training_row(resource: dict, status: dict) -> list[str]:
     spec = resource["spec"]
-    history = status.get("history") or [{}]
-    last = history[-1]
-    accuracy = last.get("evalAccuracy", last.get("accuracy"))
+    accuracy = status.get("accuracy")
     return [
         resource["metadata"]["name"],
         f"{status.get('round', 0)}/{spec.get('aggregation', {}).get('rounds', 10)}",
-        f"{len(last.get('participants', []))}/{len(spec['workers'])}",
+        status.get("participants") or f"0/{len(spec['workers'])}",
         "-" if accuracy is None else f"{accuracy:.4f}",
         status.get("phase") or "Pending",
         status.get("publishedVersion") or "-",

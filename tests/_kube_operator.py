@@ -99,6 +99,7 @@ class OperatorProcess:
         self.kube, self.ray, self.root = kube, ray, root
         self.serve_port = serve_port
         self.extra = extra
+        self.archive_port = free_port()
         self.state_dir = root / "state"
         self.log_path = root / "operator.log"
         self._proc: subprocess.Popen | None = None
@@ -114,7 +115,9 @@ class OperatorProcess:
         argv = [sys.executable, "-m", "jointserve.cli", "operator",
                 "--kubeconfig", str(self.kube.kubeconfig), "--ray-address", self.ray.address,
                 "--port", str(self.serve_port), "--state-dir", str(self.state_dir),
-                "--identity", f"{self.root.name}-{self.starts}", *self.extra, *extra]
+                "--identity", f"{self.root.name}-{self.starts}",
+                # Its own port for published archives: a standby runs beside the leader.
+                "--archive-port", str(self.archive_port), *self.extra, *extra]
         env = {**os.environ, **self.ray.env, "PYTHONUNBUFFERED": "1"}
         log = self.log_path.open("a")
         log.write(f"\n===== start {self.starts}: {' '.join(argv)}\n")

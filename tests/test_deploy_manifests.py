@@ -30,6 +30,11 @@ ALLOWED = [
     ("update", "leases.coordination.k8s.io"),
     ("create", "deployments.apps"),
     ("delete", "services"),
+    ("watch", "trainingmodels.jointserve.io"),
+    ("patch", "trainingmodels.jointserve.io", "--subresource=status"),
+    ("patch", "inferencemodels.jointserve.io"),  # a published version in the manifest
+    ("create", "configmaps"),  # a published archive
+    ("get", "configmaps"),
 ]
 DENIED = [
     ("delete", "secrets"),
@@ -38,6 +43,7 @@ DENIED = [
     ("delete", "inferencemodels.jointserve.io"),  # users delete resources; the operator never
     ("delete", "datasets.jointserve.io"),
     ("create", "clusterroles.rbac.authorization.k8s.io"),
+    ("delete", "configmaps"),  # owned by their InferenceModel: the garbage collector's
 ]
 
 
@@ -54,7 +60,8 @@ def applied(kube_api: Any) -> Iterator[Any]:
         # Not the Namespace: without a controller-manager its deletion never finishes. It is
         # empty once these are gone, and a later apply reuses it.
         kube_api.kubectl("delete", "-n", NAMESPACE, "--ignore-not-found",
-                         "deployment/jointserve-operator", "serviceaccount/jointserve-operator")
+                         "deployment/jointserve-operator", "service/jointserve-operator",
+                         "serviceaccount/jointserve-operator")
         kube_api.kubectl("delete", "--ignore-not-found", "clusterrolebinding/jointserve-operator",
                          "clusterrole/jointserve-operator")
 
@@ -68,7 +75,18 @@ def test_operator_deployment_is_created(applied: Any) -> None:
     assert pod["serviceAccountName"] == "jointserve-operator"
     assert pod["securityContext"]["runAsNonRoot"] is True
     (container,) = pod["containers"]
-    assert container["command"] + container["args"] == ["jointserve", "operator", "--kubeconfig", ""]
+    argv = container["command"] + container["args"]
+    assert argv[:4] == ["jointserve", "operator", "--kubeconfig", ""]
+    # Published TrainingModel archives: every replica serves them; nodes reach the Service.
+    service = json.loads(applied.kubectl_ok("get", "service", "jointserve-operator",
+                                            "-n", NAMESPACE, "-o", "json"))
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 8809 and port["targetPort"] == "archives"
+    assert service["spec"]["selector"] == spec["selector"]["matchLabels"]
+    assert argv[argv.index("--archive-url") + 1] == (
+        f"http://jointserve-operator.{NAMESPACE}.svc:8809")
+    assert container["ports"] == [{"name": "archives", "containerPort": 8809,
+                                   "protocol": "TCP"}]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["resources"]["requests"]
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}

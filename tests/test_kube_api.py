@@ -335,5 +335,6 @@ def test_valid_training_model_is_listed_with_printer_columns(kube: KubeAPIServer
     done = apply(kube, training_doc())
     assert done.returncode == 0, done.stderr
     header, row = kube.kubectl_ok("get", "tm", "digits-fl", "-n", NS).splitlines()
-    assert header.split() == ["NAME", "ROUND", "ROUNDS", "PHASE", "PUBLISHED", "AGE"]
+    assert header.split() == ["NAME", "ROUND", "ROUNDS", "PARTICIPANTS", "ACCURACY", "PHASE",
+                              "PUBLISHED", "AGE"]
     assert row.split()[:2] == ["digits-fl", "5"]  # no round nor phase before the operator

@@ -11,6 +11,7 @@ skips.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -127,7 +128,8 @@ def has_event(kube: KubeAPIServer, name: str, ns: str, reason: str) -> bool:
 
 
 def apply(kube: KubeAPIServer, doc: dict[str, Any], ns: str = NS) -> None:
-    kube.kubectl_ok("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
+    # JSON, not YAML: PyYAML writes the string "y" bare, and kubectl's YAML 1.1 reads a bool.
+    kube.kubectl_ok("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
 
 
 def edge_model(name: str, archive_server: FileServer, versions: dict[str, tuple[str, str]],
@@ -158,7 +160,8 @@ def leftovers(store: Path) -> list[Path]:
 
 
 class Load:
-    """Requests in a loop on another thread; counts failures and the versions that answered."""
+    """Requests in a loop on another thread; counts failures and the versions that answered
+    (of the first model)."""
 
     def __init__(self, url: str, models: list[str]) -> None:
         self.url, self.models = url, models
@@ -188,7 +191,7 @@ class Load:
                         continue
                     if answer.status_code != 200:
                         self.failures.append(f"{model}: {answer.status_code} {answer.text[:200]}")
-                    elif model == "digits-edge":
+                    elif model == self.models[0]:
                         self.versions.append(answer.json()["model_version"])
 
 
@@ -416,6 +419,79 @@ def test_operator_killed_mid_reconcile_converges(kube: KubeAPIServer, operator: 
     for model in ("guarded", "slowpoke"):
         answer = infer(http, f"http://127.0.0.1:{operator.serve_port}", model)
         assert answer.status_code == 200, answer.text
+
+
+def _federated_docs(model: str, rounds: int) -> list[dict[str, Any]]:
+    """The digits example's federated job (its Datasets, the test split it is evaluated on)
+    cut to `rounds` rounds and publishing to `model`. Its URLs name the operator's
+    --file-server, as the example's do."""
+    docs = [d for d in yaml.safe_load_all((EXAMPLE / "digits-datasets.yaml").read_text())
+            if d["metadata"]["name"] == "digits-test-npz"]
+    docs += yaml.safe_load_all((EXAMPLE / "federated" / "digits-federated.yaml").read_text())
+    job = next(d for d in docs if d["kind"] == "TrainingModel")
+    job["spec"]["aggregation"]["rounds"] = rounds
+    job["spec"]["publish"]["inferenceModel"] = model
+    return docs
+
+
+def _published(kube: KubeAPIServer, name: str) -> str | None:
+    job = get(kube, "tm", name, NS)
+    ready_ = condition(job, "Ready")
+    assert ready_.get("reason") != "TrainingFailed", job
+    return job["status"].get("publishedVersion") if ready_.get("reason") == "Published" else None
+
+
+def test_a_training_model_publishes_a_version_and_rolls_it_out(
+        kube: KubeAPIServer, operator: OperatorProcess, http: httpx.Client) -> None:
+    """Kubernetes mode's publish: the result goes into a ConfigMap the model owns, the
+    model's manifest gains the version by a patch, and the rollout moves targetVersion; the
+    node fetches the archive from the operator's archive server and checks its sha256, while
+    clients keep calling the model with no failed request."""
+    kube.kubectl_ok("apply", "-f", str(REPO / "deploy" / "crds") + "/")  # as -k runs it alone
+    edge = yaml.safe_load((EXAMPLE / "k8s" / "digits-edge.yaml").read_text())
+    edge["metadata"]["name"] = edge["spec"]["modelName"] = "fl-edge"
+    edge["spec"]["manifest"] = edge["spec"]["manifest"][:1]  # v1 only
+    edge["spec"].pop("evaluation", None)
+    apply(kube, edge)
+    wait_for(lambda: ready(kube, "im", "fl-edge", NS, "v1"), "fl-edge serving v1", operator)
+    url = f"http://127.0.0.1:{operator.serve_port}"
+    rounds = 3
+    with Load(url, ["fl-edge"]) as load:
+        for doc in _federated_docs("fl-edge", rounds):
+            apply(kube, doc)
+        version = wait_for(lambda: _published(kube, "digits-fl"), "digits-fl published",
+                           operator, timeout=300)
+        wait_for(lambda: ready(kube, "im", "fl-edge", NS, version)
+                 and load.versions[-20:].count(version) == 20, f"fl-edge serving {version}",
+                 operator)
+    assert load.sent > 50 and load.failures == [], (load.sent, load.failures[:5])
+    assert load.versions[0] == "v1" and version.startswith("fl-")
+
+    job = get(kube, "tm", "digits-fl", NS)["status"]
+    assert job["phase"] == "Succeeded" and job["round"] == rounds
+    assert [r["round"] for r in job["history"]] == [1, 2, 3]
+    assert job["history"][-1]["evalAccuracy"] > job["history"][0]["evalAccuracy"]
+    spec = get(kube, "im", "fl-edge", NS)["spec"]
+    entry = next(m for m in spec["manifest"] if m["version"] == version)
+    assert spec["targetVersion"] == version and entry["sha256sum"] == job["publishedSha256"]
+    assert entry["downloadURL"] == (f"http://127.0.0.1:{operator.archive_port}/published/{NS}/"
+                                    f"jointserve-published-fl-edge-{version}.tar.gz")
+    archive = http.get(entry["downloadURL"])
+    assert archive.status_code == 200
+    assert hashlib.sha256(archive.content).hexdigest() == job["publishedSha256"]
+    owners = json.loads(kube.kubectl_ok(
+        "get", "configmap", f"jointserve-published-fl-edge-{version}", "-n", NS,
+        "-o", "jsonpath={.metadata.ownerReferences}"))
+    assert [(o["kind"], o["name"]) for o in owners] == [("InferenceModel", "fl-edge")]
+    table = kube.kubectl_ok("get", "tm", "-n", NS)
+    print(f"\n$ kubectl get tm -n {NS}\n{table}")
+    row = next(line.split() for line in table.splitlines() if line.startswith("digits-fl "))
+    assert row[1:4] == [str(rounds), str(rounds), "4/4"] and row[5:7] == ["Succeeded", version]
+    assert float(row[4]) == pytest.approx(job["history"][-1]["evalAccuracy"], abs=1e-4)
+
+    kube.kubectl_ok("delete", "tm", "digits-fl", "-n", NS, "--timeout=60s")
+    kube.kubectl_ok("delete", "im", "fl-edge", "-n", NS, "--timeout=120s")
+    kube.kubectl_ok("delete", "dataset", "--all", "-n", NS, "--timeout=60s")
 
 
 def test_a_second_replica_waits_for_the_lease(kube: KubeAPIServer, operator: OperatorProcess,

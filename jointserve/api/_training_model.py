@@ -84,7 +84,8 @@ class TrainingEvaluation(Strict):
 
 
 class Publish(Strict):
-    """Where the result goes: a new version `<versionPrefix>-<n>` of an InferenceModel."""
+    """Where the result goes: a new version `<versionPrefix>-<8 hex of the job's digest>` of
+    an InferenceModel (the same spec publishes the same version name, a changed one another)."""
 
     inferenceModel: DnsName
     versionPrefix: Annotated[str, Field(pattern=MODEL_NAME_PATTERN, max_length=40)] = "fl"
@@ -156,6 +157,10 @@ class TrainingModelStatus(Strict):
     rounds: int | None = None
     workers: list[WorkerStatus] = Field(default_factory=list)
     history: list[RoundMetrics] = Field(default_factory=list, max_length=MAX_ROUNDS)
+    # The last round at a glance (`kubectl get tm` columns): "reported/workers", and its
+    # evaluation accuracy (the workers' own accuracy when there is no evaluation Dataset).
+    participants: str | None = None
+    accuracy: Unit | None = None
     # The version added to publish.inferenceModel, and its archive's sha256.
     publishedVersion: str | None = None
     publishedSha256: str | None = None
@@ -175,6 +180,8 @@ class TrainingModel(Strict):
     PRINTER_COLUMNS: ClassVar[list[dict[str, Any]]] = [
         {"name": "ROUND", "type": "integer", "jsonPath": ".status.round"},
         {"name": "ROUNDS", "type": "integer", "jsonPath": ".spec.aggregation.rounds"},
+        {"name": "PARTICIPANTS", "type": "string", "jsonPath": ".status.participants"},
+        {"name": "ACCURACY", "type": "number", "jsonPath": ".status.accuracy"},
         {"name": "PHASE", "type": "string", "jsonPath": ".status.phase"},
         {"name": "PUBLISHED", "type": "string", "jsonPath": ".status.publishedVersion"},
         {"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

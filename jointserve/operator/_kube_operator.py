@@ -66,10 +66,16 @@ class KubeOperator:
         """Reconcile now, then after every change and at least every `resync_s`, until one of
         `stops` is set (shutdown, or the leader Lease lost)."""
         self._remove_orphan_workloads()
-        while not any(stop.is_set() for stop in stops):
-            self.source.changed.clear()
-            self.step()
-            self.source.changed.wait(self.resync_s)
+        try:
+            while not any(stop.is_set() for stop in stops):
+                self.source.changed.clear()
+                self.step()
+                self.source.changed.wait(self.resync_s)
+        finally:
+            # Training runs end with the term, so two replicas never train one job at once.
+            # This replica leading again resumes them from the checkpoints in its state dir;
+            # another replica taking over starts them over (the checkpoints stay here).
+            self.reconciler.close()
 
     def step(self) -> None:
         """One pass; errors are logged and the next pass tries again."""

@@ -35,6 +35,7 @@ from jointserve.api import (
     Resource,
     ResourceError,
     ResourceKey,
+    TrainingModel,
     parse_resource,
 )
 
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 VERSION = "v1alpha1"
 PLURALS = {InferenceModel.KIND: InferenceModel.PLURAL,
            JointInferenceService.KIND: JointInferenceService.PLURAL,
-           Dataset.KIND: Dataset.PLURAL}
+           Dataset.KIND: Dataset.PLURAL,
+           TrainingModel.KIND: TrainingModel.PLURAL}
 # The server ends each watch after this long; re-opening it costs one request.
 WATCH_TIMEOUT_S = 60
 RETRY_MIN_S = 0.5

@@ -186,6 +186,7 @@ class TrainingJobs:
                                      lastRound=w.last_round, error=w.error)
                         for w in state.workers],
             "history": [_round_metrics(r) for r in state.history]})
+        status = _at_a_glance(status, len(job.spec.workers))
         if state.phase in ("Pending", "Running"):
             return _with_ready(status, "Unknown", Reason.TRAINING,
                                f"round {state.round}/{state.rounds} done", generation)
@@ -267,6 +268,16 @@ def _round_metrics(record: Any) -> RoundMetrics:
                         samples=record.samples, loss=metrics.get("loss"),
                         accuracy=metrics.get("accuracy"), evalLoss=metrics.get("evalLoss"),
                         evalAccuracy=metrics.get("evalAccuracy"), dropped=dict(record.dropped))
+
+
+def _at_a_glance(status: TrainingModelStatus, workers: int) -> TrainingModelStatus:
+    last = status.history[-1] if status.history else None
+    if last is None:
+        return status
+    accuracy = last.evalAccuracy if last.evalAccuracy is not None else last.accuracy
+    return status.model_copy(update={"participants": f"{len(last.participants)}/{workers}",
+                                     # 4 places: a column, not a measurement (history has it)
+                                     "accuracy": None if accuracy is None else round(accuracy, 4)})
 
 
 def _accuracy(status: TrainingModelStatus) -> str:

@@ -25,16 +25,20 @@ from jointserve.store import ArtifactStore, ProgressCallback
 
 from ._kube_leader import LeaderElector
 from ._kube_operator import FINALIZER, KubeOperator
+from ._kube_published import KubePublisher, PublishedArchiveServer
 from ._kube_source import KubeSource, kube_client
 from ._kube_status import KubeEvents, KubeStatus
 from ._kube_workloads import ImageWorkloads
 from ._ray import ServeBackend, connect_ray, start_local_ray
 from ._reconcile import Reconciler
 from ._serve_config import ServeSettings
+from ._training import TrainingJobs
 
-__all__ = ["FINALIZER", "ConfigException", "KubeOperator", "KubeSettings", "KubeSource", "LeaderElector",
-           "LeaseSettings", "build_operator", "default_identity", "kube_client", "run_operator",
-           "start_serve"]
+DEFAULT_ARCHIVE_PORT = 8809
+
+__all__ = ["DEFAULT_ARCHIVE_PORT", "FINALIZER", "ConfigException", "KubeOperator", "KubeSettings",
+           "KubeSource", "LeaderElector", "LeaseSettings", "PublishedArchiveServer",
+           "build_operator", "default_identity", "kube_client", "run_operator", "start_serve"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class KubeSettings:
     port: int
     public_url: str  # status.url of Ray-served models
     version: str  # jointserve's version, for the replicas' runtime environment
+    # Where nodes fetch published TrainingModel results (PublishedArchiveServer, reached
+    # through the operator's Service); empty: http://<host>:DEFAULT_ARCHIVE_PORT.
+    archive_url: str = ""
 
 
 def default_identity() -> str:
@@ -73,9 +80,14 @@ def build_operator(api_client: client.ApiClient, source: KubeSource, backend: Se
                                    port=settings.port, version=settings.version)
     events = KubeEvents(api_client, source, identity)
     workloads = ImageWorkloads(api_client, port=image_port)
+    # TrainingModels: round checkpoints in the state dir (beside the store), results into
+    # the cluster (a ConfigMap and a patch of the InferenceModel's manifest).
+    archive_url = settings.archive_url or f"http://{settings.host}:{DEFAULT_ARCHIVE_PORT}"
+    training = TrainingJobs(store, settings.store_dir.parent,
+                            KubePublisher(api_client, archive_url))
     reconciler = Reconciler(backend, store, KubeStatus(api_client, source), serve_settings,
                             settings.public_url, progress, events=events, images=workloads,
-                            wanted=source.wants_model)
+                            wanted=source.wants_model, training=training)
     return KubeOperator(source, reconciler, client.CustomObjectsApi(api_client), backend,
                         store, events, workloads)
 
