@@ -132,11 +132,8 @@ class TrainingJobs:
                datasets: Mapping[ResourceKey, DatasetStatus]
                ) -> tuple[dict[str, DatasetFile], tuple[str, str] | None]:
         """Each worker's (and the evaluation's) Dataset file, or the first problem."""
-        names = [w.dataset for w in job.spec.workers]
-        if job.spec.evaluation is not None:
-            names.append(job.spec.evaluation.dataset)
         files = {}
-        for name in names:
+        for name in _dataset_names(job):
             data = dataset_file(self.store, key[1], Evaluation(dataset=name), resources,
                                 datasets)
             if data.problem is not None:
@@ -193,17 +190,18 @@ class TrainingJobs:
         if state.phase != "Succeeded":
             return _with_ready(status, "False", Reason.TRAINING_FAILED,
                                state.error or "the job stopped", generation)
-        published = self._publish(key, job, running[2], state, status)
+        published = self._publish(key, job, running, state, status)
         if published is None:  # a passing problem: the run's result is kept, next pass retries
             return _with_ready(status, "Unknown", Reason.TRAINING,
                                "trained; publishing (retrying)", generation)
         del self._runs[key]
         return published
 
-    def _publish(self, key: ResourceKey, job: TrainingModel, classes: list[str], state: Any,
+    def _publish(self, key: ResourceKey, job: TrainingModel,
+                 running: tuple[str, Any, list[str]], state: Any,
                  status: TrainingModelStatus) -> TrainingModelStatus | None:
         """The final status; None when publishing met a passing problem (the API busy)."""
-        from jointserve.federated import export_archive
+        from jointserve.federated import export_archive, script_file
 
         generation = job.metadata.generation
         publish = job.spec.publish
@@ -213,10 +211,10 @@ class TrainingJobs:
         version = f"{publish.versionPrefix}-{status.jobDigest[:8]}"
         model_key = (InferenceModel.KIND, key[1], publish.inferenceModel)
         try:
-            script = self.store.fetch_file(f"training-script.{key[1]}.{key[2]}",
-                                           job.spec.trainingScript.url,
-                                           job.spec.trainingScript.sha256sum).path
-            archive = export_archive(script, state.weights, classes)
+            # The file the run verified before its first round (the same store, the same
+            # name): no second download.
+            script = script_file(self.store, running[1].spec)
+            archive = export_archive(script, state.weights, running[2])
         except Exception as exc:  # noqa: BLE001 - the script's export: reported, not raised
             return _failed(status, f"export failed: {exc}", generation)
         sha256 = hashlib.sha256(archive).hexdigest()
@@ -246,15 +244,20 @@ def _source(namespace: str, data: DatasetFile) -> Any:
                          data.dataset.spec)
 
 
+def _dataset_names(job: TrainingModel) -> list[str]:
+    """The Datasets a job reads: every worker's, then the evaluation's."""
+    names = [w.dataset for w in job.spec.workers]
+    if job.spec.evaluation is not None:
+        names.append(job.spec.evaluation.dataset)
+    return names
+
+
 def _classes(key: ResourceKey, job: TrainingModel,
              datasets: Mapping[ResourceKey, DatasetStatus]) -> list[str]:
     """The job's class names: those of every worker's and the evaluation's Dataset, sorted
     (numerically when all are integers, so "10" follows "9"); y indexes into them."""
     names: set[str] = set()
-    wanted = [w.dataset for w in job.spec.workers]
-    if job.spec.evaluation is not None:
-        wanted.append(job.spec.evaluation.dataset)
-    for name in wanted:
+    for name in _dataset_names(job):
         status = datasets.get((Dataset.KIND, key[1], name))
         names |= set(status.classes) if status is not None else set()
     if all(name.lstrip("-").isdigit() for name in names):
@@ -270,23 +273,29 @@ def _round_metrics(record: Any) -> RoundMetrics:
                         evalAccuracy=metrics.get("evalAccuracy"), dropped=dict(record.dropped))
 
 
+def _last_accuracy(last: RoundMetrics) -> tuple[str, float] | None:
+    """The round's evaluation accuracy, else the workers' own (no evaluation Dataset)."""
+    if last.evalAccuracy is not None:
+        return "evaluation accuracy", last.evalAccuracy
+    return None if last.accuracy is None else ("workers' accuracy", last.accuracy)
+
+
 def _at_a_glance(status: TrainingModelStatus, workers: int) -> TrainingModelStatus:
-    last = status.history[-1] if status.history else None
-    if last is None:
+    if not status.history:
         return status
-    accuracy = last.evalAccuracy if last.evalAccuracy is not None else last.accuracy
+    last = status.history[-1]
+    accuracy = _last_accuracy(last)
     return status.model_copy(update={"participants": f"{len(last.participants)}/{workers}",
                                      # 4 places: a column, not a measurement (history has it)
-                                     "accuracy": None if accuracy is None else round(accuracy, 4)})
+                                     "accuracy": None if accuracy is None
+                                     else round(accuracy[1], 4)})
 
 
 def _accuracy(status: TrainingModelStatus) -> str:
-    last = status.history[-1] if status.history else None
-    if last is None:
+    if not status.history:
         return "no rounds"
-    if last.evalAccuracy is not None:
-        return f"evaluation accuracy {last.evalAccuracy:.4f}"
-    return f"workers' accuracy {last.accuracy:.4f}" if last.accuracy is not None else "-"
+    accuracy = _last_accuracy(status.history[-1])
+    return "-" if accuracy is None else f"{accuracy[0]} {accuracy[1]:.4f}"
 
 
 def _failed(status: TrainingModelStatus, message: str,
