@@ -14,6 +14,7 @@ from jointserve.registry import listener_registry
 
 from ._fate import guard_this_process
 from ._ingress import use_serve_env
+from ._lean_head import start_lean_head
 from ._serve_config import FRONT_DOOR_RESOURCE, LAYER_RESOURCES
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,12 @@ def start_local_ray(num_cpus: int | None = None) -> None:
         return
     use_serve_env()
     guard_this_process()  # nothing of this Ray outlives this process, even a SIGKILLed one
-    ray.init(
-        # "local": always a fresh single-node instance, never a cluster that happens to be
-        # running on this machine (RAY_ADDRESS or `ray start`); joining one is --ray-address.
-        address="local",
+    # Always a fresh single-node instance, never a cluster that happens to be running on
+    # this machine (RAY_ADDRESS or `ray start`); joining one is --ray-address.
+    start_lean_head(
         num_cpus=num_cpus,
         resources={name: _LOCAL_LAYER_CAPACITY
                    for name in [*LAYER_RESOURCES.values(), FRONT_DOOR_RESOURCE]},
-        include_dashboard=False,
         log_to_driver=False,
         namespace="jointserve",
     )

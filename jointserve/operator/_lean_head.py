@@ -1,0 +1,49 @@
+"""A single-machine Ray head with only the processes a jointserve stack uses.
+
+`ray.init(address="local")` starts, besides the GCS, the raylet and its agents, three
+Python processes that embedded mode never uses (PSS measured under `make serve`):
+
+- the autoscaler monitor (~50 MiB): there is no cluster to scale, the machine is the cluster;
+- the log monitor (~47 MiB): it streams worker output to the driver, which we switch off
+  (`log_to_driver=False`; the logs stay in the session directory);
+- dashboard.py (~91 MiB): Ray 2.60 starts it even with `include_dashboard=False`, to host
+  usage statistics (`--modules-to-load=UsageStatsHead`), which are off here anyway.
+
+`ray start --head --no-monitor --include-log-monitor=false` drops the first two; none of
+Ray's switches drops the third, so the head is a `Node` that skips starting its API server.
+`Node` is Ray's private class; the version is pinned by uv.lock and a test starts this head.
+Nothing in the request path, Serve's controller or the tests needs any of the three.
+"""
+
+from __future__ import annotations
+
+import atexit
+from typing import Any
+
+import ray
+from ray._private.node import Node
+from ray._private.parameter import RayParams
+
+
+class _HeadWithoutApiServer(Node):
+    """A head node whose dashboard / usage-stats process is never started."""
+
+    def start_api_server(self, *, include_dashboard: bool | None,
+                         raise_on_failure: bool) -> None:
+        self._webui_url = None
+
+
+def start_lean_head(num_cpus: int | None, resources: dict[str, float], **init: Any) -> None:
+    """Start a local head without monitor, log monitor and dashboard; connect this driver."""
+    params = RayParams(num_cpus=num_cpus, resources=resources, include_dashboard=False,
+                       no_monitor=True, include_log_monitor=False)
+    # shutdown_at_exit=False: our own exit hook disconnects the driver first, then stops the
+    # head. spawn_reaper=False: the guardian (_fate.py) already outlives a SIGKILLed parent.
+    head = _HeadWithoutApiServer(params, head=True, shutdown_at_exit=False, spawn_reaper=False)
+
+    def stop() -> None:
+        ray.shutdown()
+        head.kill_all_processes(check_alive=False, allow_graceful=True)
+
+    atexit.register(stop)
+    ray.init(address=head.address, **init)
