@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import ray
 
 from jointserve.registry import listener_registry
 from tests._harness import CLOUD, EDGE, JIS, OperatorHarness
@@ -119,7 +118,7 @@ def test_the_cloud_replica_sigkilled_gives_edge_answers_with_the_reason(
 
 def test_every_listener_and_the_front_door_bind_the_configured_host(harness: OperatorHarness) -> None:
     harness.wait_serving(EDGE, EDGE, "v1")
-    _version, routes = ray.get(listener_registry().watch.remote(-1))
+    _version, routes = listener_registry().watch.remote(-1).result(timeout_s=30)
     assert EDGE in routes and CLOUD in routes, routes
     addresses = [a for listeners in routes.values() for a in listeners]
     assert all(a.startswith("127.0.0.1:") for a in addresses), addresses

@@ -3,10 +3,10 @@
     ListenerRegistry --follow (long poll)--> FrontDoor._apply --runtime API--> HAProxy
                                                   `--ack(version)--> registry (withdrawals wait for it)
 
-Runs inside the server application's replica (`_server.OipServer`), so it is part of what
-Ray runs: embedded mode, the Kubernetes operator's cluster and an exported KubeRay
-RayService all get it from the Serve config, with no jointserve operator needed for the
-data plane. HAProxy is a child of that replica and dies with it (PR_SET_PDEATHSIG).
+Runs inside the server application's replica (`_server.OipServer`), which is also the
+registry it follows, so it is part of what Ray runs: embedded mode, the Kubernetes
+operator's cluster and an exported KubeRay RayService all get it from the Serve config,
+with no jointserve operator needed for the data plane. HAProxy is a child of that replica and dies with it (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from jointserve.registry import Routes, follow, listener_registry
+from jointserve.registry import ListenerRegistry, Routes, follow
 
 from ._haproxy import Haproxy, HaproxyCapacityError, HaproxySettings
 
@@ -27,21 +27,22 @@ log = logging.getLogger(__name__)
 class FrontDoor:
     """One HAProxy, kept equal to the registry's table of listeners."""
 
-    def __init__(self, door_id: str, host: str, port: int, default_server: str) -> None:
+    def __init__(self, door_id: str, host: str, port: int, default_server: str,
+                 registry: ListenerRegistry) -> None:
         self.door_id = door_id
+        self._registry = registry  # in this replica: followed and acknowledged directly
         # Short on purpose: HAProxy refuses a unix socket path of over ~100 characters.
         self._workdir = Path(tempfile.mkdtemp(prefix="jsh-", dir="/tmp" if Path("/tmp").is_dir() else None))
         self._haproxy = Haproxy(HaproxySettings(bind_host=host, bind_port=port,
                                                 default_server=default_server,
                                                 workdir=self._workdir))
-        self._registry = None
         self._following: asyncio.Task | None = None
 
     async def start(self) -> None:
         """HAProxy up on the public port (HaproxyError if it cannot be), then follow."""
         await self._haproxy.start()
-        self._registry = await asyncio.to_thread(listener_registry)
-        self._following = asyncio.get_running_loop().create_task(follow(self._apply))
+        self._following = asyncio.get_running_loop().create_task(
+            follow(self._apply, watch=self._registry.watch))
 
     async def stop(self) -> None:
         if self._following is not None:
@@ -61,7 +62,4 @@ class FrontDoor:
         except Exception:  # noqa: BLE001 - the next version tries again
             log.exception("front door: could not apply listener table version %d", version)
             return
-        try:
-            await self._registry.ack.remote(self.door_id, version)
-        except Exception as exc:  # noqa: BLE001 - withdrawals then wait their bound out
-            log.warning("front door: could not acknowledge version %d: %s", version, exc)
+        await self._registry.ack(self.door_id, version)

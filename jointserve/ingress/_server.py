@@ -1,5 +1,6 @@
-"""The server application: the front door (HAProxy on the public port) and the server-level
-OIP v2 routes, everything under /v2 that is not one served model's.
+"""The server application: the cluster's listener registry, the front door (HAProxy on the
+public port) programmed from it, and the server-level OIP v2 routes, everything under /v2
+that is not one served model's.
 
     GET /v2                 server metadata
     GET /v2/health/live     200 while the server answers
@@ -11,6 +12,9 @@ this replica's own listener, its default server. Any other method on the first t
 405 with `Allow: GET`. The routes themselves are jointserve.protocol.ServerEndpoint
 (Ray-free, tested in tests/test_protocol.py); this deployment supplies the served models and
 their readiness.
+
+One replica does all three because each Ray actor is a Python process of its own (~70 MiB
+PSS): the registry was a detached actor until it moved in here.
 """
 
 from __future__ import annotations
@@ -25,18 +29,24 @@ from ray.serve import Application
 from jointserve.contract import SERVER_DEPLOYMENT, FrontDoorArgs, ServerConfig
 from jointserve.listener import Listener
 from jointserve.protocol import ServerEndpoint
+from jointserve.registry import ListenerRegistry
 
 from ._front_door import FrontDoor
 
 SERVER_NAME = "jointserve"
 _STATUS_CACHE_S = 1.0
+# Registry calls are what this deployment's handle carries, and each follower (a gateway
+# replica watching its cloud model's listeners) parks one long poll here.
+_MAX_ONGOING_REGISTRY_CALLS = 1000
 
 
-@serve.deployment(name=SERVER_DEPLOYMENT, max_ongoing_requests=64)
-class OipServer:
-    """The front door, and the listener behind it that answers the server-wide routes."""
+@serve.deployment(name=SERVER_DEPLOYMENT, max_ongoing_requests=_MAX_ONGOING_REGISTRY_CALLS)
+class OipServer(ListenerRegistry):
+    """The listener registry (its methods are this deployment's), the front door that
+    follows it, and the listener behind that door that answers the server-wide routes."""
 
     def __init__(self, args: dict[str, Any]) -> None:
+        super().__init__()
         self._args = FrontDoorArgs.model_validate(args)
         self._config = ServerConfig()
         self._ready_cache: tuple[float, list[str]] = (0.0, [])
@@ -53,7 +63,7 @@ class OipServer:
         if self._door is None:
             address = await self._listener.start()
             door_id = serve.get_replica_context().replica_id.unique_id
-            door = FrontDoor(door_id, self._args.host, self._args.port, address)
+            door = FrontDoor(door_id, self._args.host, self._args.port, address, registry=self)
             await door.start()
             self._door = door
 

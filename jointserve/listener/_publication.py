@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # milliseconds; this only bounds a stuck one), and for requests in flight to finish.
 WITHDRAW_WAIT_S = 3.0
 DRAIN_TIMEOUT_S = 15.0
+# A registry call answers in about a millisecond; this bounds one made while the server
+# replica that keeps the registry is gone (restarting, or deleted before this replica).
+REGISTRY_CALL_S = 5.0
 
 
 class Publication:
@@ -57,7 +60,8 @@ class Publication:
             self._heartbeat = None
         try:
             if self._registry is not None:
-                version = await self._registry.withdraw.remote(self.key)
+                version = await asyncio.wait_for(self._registry.withdraw.remote(self.key),
+                                                 REGISTRY_CALL_S)
                 await self._wait_applied(version)
         except Exception as exc:  # noqa: BLE001 - stopping anyway; health checks cover it
             log.warning("%s: could not withdraw %s from the registry: %s", self.route, self.key, exc)
@@ -69,7 +73,7 @@ class Publication:
     async def _wait_applied(self, version: int) -> None:
         deadline = time.monotonic() + WITHDRAW_WAIT_S
         while time.monotonic() < deadline:
-            if await self._registry.applied.remote(version):
+            if await asyncio.wait_for(self._registry.applied.remote(version), WITHDRAW_WAIT_S):
                 return
             await asyncio.sleep(0.02)
         log.warning("%s: front doors did not confirm the withdrawal within %.0f s",
@@ -79,4 +83,5 @@ class Publication:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             with contextlib.suppress(Exception):  # a registry restarting: the next beat
-                await self._registry.publish.remote(self.key, self.route, address)
+                await asyncio.wait_for(self._registry.publish.remote(self.key, self.route, address),
+                                       REGISTRY_CALL_S)

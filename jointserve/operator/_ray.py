@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 from ray.serve.schema import ServeDeploySchema
 
 from jointserve.registry import listener_registry
@@ -19,6 +21,9 @@ from ._serve_config import FRONT_DOOR_RESOURCE, LAYER_RESOURCES
 
 log = logging.getLogger(__name__)
 
+
+# How long the operator's thread waits for one answer of the listener registry.
+_REGISTRY_CALL_S = 10.0
 
 # Enough of each layer resource for any realistic number of replicas per node.
 _LOCAL_LAYER_CAPACITY = 1000
@@ -67,9 +72,13 @@ class ServeBackend:
         from ray.serve.context import _get_global_client
 
         self._client = _get_global_client()
-        self._stats = listener_registry()  # it also keeps the gateways' counters
+        # The listener registry, which also keeps the gateways' counters.
+        self._stats: DeploymentHandle | None = None
+        # One thread asks for them, so that a pass never waits on the server replica.
+        self._asking = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jointserve-counters")
         self._counters: dict[str, dict[str, int]] = {}
-        self._counters_ref: ray.ObjectRef | None = None
+        self._counters_asked: Future | None = None
+        self._counters_answered = False
 
     def apply(self, config: dict[str, Any]) -> None:
         """Validate with Ray's own schema and hand the whole desired state to the controller."""
@@ -96,17 +105,27 @@ class ServeBackend:
         Never waits: a pass takes the answer to the previous pass's question, if it has
         arrived, and asks again. Counters are at most a pass or two behind.
         """
-        ref = self._counters_ref
-        if ref is not None:
-            ready, _ = ray.wait([ref], timeout=0)
-            if not ready:
+        asked = self._counters_asked
+        if asked is not None:
+            if not asked.done():
                 return self._counters
             try:
-                self._counters = ray.get(ref)
+                self._counters = asked.result()
+                self._counters_answered = True
             except Exception as exc:  # noqa: BLE001 - stale counters beat a failed pass
-                log.warning("gateway counters not available: %s", exc)
-        self._counters_ref = self._stats.totals.remote()
+                # Before the first answer the server application is still coming up.
+                level = logging.WARNING if self._counters_answered else logging.DEBUG
+                log.log(level, "gateway counters not available: %r", exc)
+        self._counters_asked = self._asking.submit(lambda: self._registry().totals.remote()
+                                                   .result(timeout_s=_REGISTRY_CALL_S))
         return self._counters
 
     def forget_service_counters(self, app_name: str) -> None:
-        self._stats.forget.remote(app_name)
+        self._asking.submit(lambda: self._registry().forget.remote(app_name)
+                            .result(timeout_s=_REGISTRY_CALL_S))
+
+    def _registry(self) -> DeploymentHandle:
+        """The handle, made on first use."""
+        if self._stats is None:
+            self._stats = listener_registry()
+        return self._stats

@@ -1,9 +1,8 @@
-"""The cluster's registry of replica listeners (and of the gateways' counters): one detached
-Ray actor, and the long poll that follows it.
+"""The cluster's registry of replica listeners (and of the gateways' counters): the table,
+kept by the server application's replica, and the long poll that follows it.
 
-Its own package, importing little (Ray, jointserve.api): the actor's process imports the
-module that defines it, and the listener and serving packages would bring uvicorn, Serve and
-onnxruntime into it (~40 MiB more).
+Its own package, importing little (jointserve.api and .contract): the listener and serving
+packages import it, and it must not bring them into one another.
 """
 
 from ._registry import (

@@ -4,17 +4,22 @@
     front door (HAProxy owner) <--watch(after=version)-- long poll --> apply, ack(version)
     gateway (its cloud model's addresses) <--watch-- long poll
 
-A detached named Ray actor, so it belongs to the Ray cluster and works the same in every
-home: embedded mode, the Kubernetes operator's cluster, and a KubeRay RayService where no
-jointserve operator runs (whatever starts first creates it). Entries are leases: a replica
-refreshes its own every HEARTBEAT_S, and one not refreshed for ENTRY_TTL_S (a SIGKILLed
-replica, a lost node) is dropped. The proxy's health checks take a dead listener out of
-rotation long before that; the lease only keeps the table from growing stale.
+The table lives in the server application's replica (jointserve.ingress.OipServer is a
+ListenerRegistry), beside the front door that programs HAProxy from it; the other replicas
+and the operator reach it through a Serve DeploymentHandle (`listener_registry`). So it is
+part of the Serve config and works the same in every home: embedded mode, the Kubernetes
+operator's cluster, and a KubeRay RayService where no jointserve operator runs. It used to
+be a detached Ray actor of its own; every Ray actor is a Python process (~70 MiB PSS), and the
+embedded stack has to fit on edge boxes.
+
+Entries are leases: a replica refreshes its own every HEARTBEAT_S, and one not refreshed for
+ENTRY_TTL_S (a SIGKILLed replica, a lost node) is dropped. The proxy's health checks take a
+dead listener out of rotation long before that; the lease only keeps the table from growing
+stale, and the heartbeats refill a table that a restarted server replica lost.
 
 It also keeps the gateways' counters for the resource status (`report`, `totals`): each
 gateway replica reports its cumulative counts about once a second, the operator reads the
-totals. They share this actor rather than having one of their own because every Ray actor
-is a Python process of its own (~50 MB), and the embedded stack has to fit on edge boxes.
+totals.
 """
 
 from __future__ import annotations
@@ -24,16 +29,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-import ray
+from typing import TYPE_CHECKING
 
 from jointserve.api import ServiceCounters
+from jointserve.contract import SERVER_APP, SERVER_DEPLOYMENT
+
+if TYPE_CHECKING:
+    from ray.serve.handle import DeploymentHandle
 
 log = logging.getLogger(__name__)
 
-REGISTRY_NAME = "jointserve-listeners"
-REGISTRY_NAMESPACE = "jointserve"
-# Each beat is a Ray actor call (a fraction of a millisecond of CPU on each side) per
+# Each beat is a Serve handle call (a fraction of a millisecond of CPU on each side) per
 # replica: every 2 s keeps an idle stack quiet. The proxy's health checks, not the lease,
 # take a dead listener out of rotation.
 HEARTBEAT_S = 2.0
@@ -54,9 +60,13 @@ class _Entry:
     seen_at: float
 
 
-@ray.remote(num_cpus=0)
 class ListenerRegistry:
-    """route -> {replica key: address}, versioned: every change bumps `version`."""
+    """route -> {replica key: address}, versioned: every change bumps `version`.
+
+    Its methods are the server deployment's: called through a DeploymentHandle from other
+    replicas and the operator, directly by the front door in the same replica. All of them
+    run on that replica's event loop.
+    """
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
@@ -148,30 +158,38 @@ class ListenerRegistry:
                 self._bump()
 
 
-def listener_registry() -> "ray.actor.ActorHandle":
-    """The cluster's ListenerRegistry, created on first use (blocking: a GCS round trip)."""
-    return ListenerRegistry.options(name=REGISTRY_NAME, namespace=REGISTRY_NAMESPACE,
-                                    get_if_exists=True, lifetime="detached").remote()
+def listener_registry() -> "DeploymentHandle":
+    """A handle to the cluster's ListenerRegistry, the server application's replica.
+
+    Made without asking the controller whether that deployment exists yet: Serve builds
+    the applications of one config concurrently, so a model replica can start before the
+    server application is there. Calls then wait until it is (callers bound them).
+    """
+    from ray import serve
+
+    return serve.get_deployment_handle(SERVER_DEPLOYMENT, app_name=SERVER_APP,
+                                       _check_exists=False)
 
 
-async def follow(on_change: Callable[[int, Routes], Awaitable[None]]) -> None:
+async def follow(on_change: Callable[[int, Routes], Awaitable[None]],
+                 watch: Callable[[int], Awaitable[tuple[int, Routes]]] | None = None) -> None:
     """Call `on_change(version, routes)` for every new version of the table, forever.
 
-    A registry that cannot be reached (not created yet, restarting) is asked again after a
-    short wait; the last table passed on stays in force meanwhile.
+    `watch` is the registry's own method for a follower in its replica (the front door);
+    anyone else goes through `listener_registry()`. A registry that cannot be reached (not
+    deployed yet, restarting) is asked again after a short wait; the last table passed on
+    stays in force meanwhile.
     """
-    registry = None
     version = -1
     while True:
         try:
-            if registry is None:
-                registry = await asyncio.to_thread(listener_registry)
-            new_version, routes = await registry.watch.remote(version)
+            if watch is None:
+                watch = (await asyncio.to_thread(listener_registry)).watch.remote
+            new_version, routes = await watch(version)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - keep following whatever happens
             log.warning("listener registry not reachable (%s); retrying", exc)
-            registry = None
             await asyncio.sleep(0.5)
             continue
         if new_version != version:
