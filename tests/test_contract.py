@@ -87,7 +87,7 @@ def test_gateway_reads_back_what_the_operator_wrote(spec: dict, cloud: CloudTarg
         _through_serve(_deployment(config, "jis.default.digits", GATEWAY_DEPLOYMENT)["user_config"]))
     assert read == GatewayConfig(service="digits", stats_key="jis.default.digits",
                                  edge=EDGE.artifact(SETTINGS.store_root), cloud=cloud,
-                                 spec=service.spec)
+                                 spec=service.spec, edge_route=True)
     assert read.edge.version == "v2" and read.edge.store_root == SETTINGS.store_root
 
 
@@ -112,7 +112,7 @@ def test_server_reads_back_the_served_models() -> None:
     raw = _deployment(config, SERVER_APP, SERVER_DEPLOYMENT)["user_config"]
     assert ServerConfig.model_validate(_through_serve(raw)).models == {
         "digits": "jis.default.digits", "digits-cloud": "im.default.digits-cloud",
-        "digits-edge": "im.default.digits-edge"}
+        "digits-edge": "jis.default.digits"}  # the gateway hosts its edge model
 
 
 @pytest.mark.parametrize(("model", "raw", "field"), [

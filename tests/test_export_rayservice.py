@@ -25,7 +25,8 @@ from jointserve.operator.rayservice import DEFAULT_STORE_ROOT, LAYER_CAPACITY
 from tests._fileserver import FileServer
 
 EDGE, CLOUD, SERVICE = "digits-edge", "digits-cloud", "digits"
-APPS = {"jointserve", "im.default.digits-cloud", "im.default.digits-edge", "jis.default.digits"}
+# No application of digits-edge's own: the digits gateway hosts it (cohosted_edge_models).
+APPS = {"jointserve", "im.default.digits-cloud", "jis.default.digits"}
 
 
 def _model_doc(example: Path, server: FileServer, name: str) -> dict[str, Any]:

@@ -315,6 +315,57 @@ def test_edge_version_switch_under_load_fails_no_joint_request(harness, services
     assert {v for _, v in results} == {"v1", "v2"}
 
 
+def test_the_gateway_takes_over_its_edge_models_route_without_failing_a_request(
+        harness, services, samples):
+    """With the service up, the edge model's own application goes and the gateway answers
+    /v2/models/<edge model> (the hand-over); with the service deleted, its gateway answers
+    until the model's own application is back. Both under load on that route."""
+    X, _ = samples
+    edge_app = "im.default." + EDGE
+    name = "digits-host"
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def client() -> None:
+        i = 0
+        while not stop.is_set():
+            codes.append(harness.infer(EDGE, _body(X[i % len(X)])).status_code)
+            i += 1
+
+    def requests_after(what: str) -> None:
+        before = len(codes)
+        harness.wait_for(lambda: len(codes) > before + 50, f"requests after {what}")
+
+    def edge_app_status() -> str:
+        return getattr(harness.backend.app_states().get(edge_app), "status", "")
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        _serve(harness, services, name)
+        harness.wait_for(lambda: edge_app not in harness.backend.app_states(),
+                         "the edge model hosted by a gateway, no application of its own")
+        requests_after("the hand-over")
+        hosted = Counter(codes)
+        ready = harness.http.get(f"/v2/models/{EDGE}/ready").json()
+        assert (ready["name"], ready["version"]) == (EDGE, "v1")
+        assert harness.condition(EDGE, "Ready").get("status") == "True"
+
+        harness.remove(name)
+        services.remove(name)
+        harness.wait_for(lambda: edge_app_status() == "RUNNING",
+                         "the edge model's own application back")
+        harness.wait_for(lambda: "jis.default." + name not in harness.backend.app_states(),
+                         "the deleted service's gateway gone")
+        requests_after("the gateway went")
+    finally:
+        stop.set()
+        thread.join()
+    assert hosted == {200: sum(hosted.values())}
+    assert Counter(codes) == {200: len(codes)}
+    harness.wait_serving(EDGE, EDGE, "v1")
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 @contextlib.contextmanager

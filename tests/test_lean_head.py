@@ -38,3 +38,18 @@ def test_serve_works_on_the_lean_head(serve_backend) -> None:
 
     status = serve.status()  # answered by Serve's controller, which needs none of the three
     assert status.proxies == {}  # no Serve proxy either: HAProxy routes
+
+
+def test_the_heads_processes_share_two_malloc_arenas(serve_backend) -> None:
+    from jointserve.operator._lean_head import MALLOC_ARENAS
+
+    raylets = []
+    for pid in live_descendants(os.getpid()):
+        try:
+            if b"raylet/raylet" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                raylets.append(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue  # gone since the walk
+    assert raylets, "no raylet below this process"
+    # workers inherit the raylet's environment
+    assert all(f"MALLOC_ARENA_MAX={MALLOC_ARENAS}".encode() in env for env in raylets)

@@ -38,9 +38,15 @@ WRONG_SHA = hashlib.sha256(b"not the archive").hexdigest()
 
 
 def app_serving(config: dict, name: str) -> str | None:
-    """Name of the application that owns /v2/models/<name> (a model or a service), if any."""
+    """Name of the application that owns /v2/models/<name> (a model or a service, or the
+    gateway that hosts an edge model: GatewayConfig.edge_route), if any."""
     for app in config["applications"]:
         if app.get("route_prefix") == f"/v2/models/{name}":
+            return app["name"]
+    for app in config["applications"]:
+        (deployment, *_) = app["deployments"]
+        uc = deployment.get("user_config") or {}
+        if uc.get("edge_route") and uc["edge"]["model_name"] == name:
             return app["name"]
     return None
 
@@ -58,7 +64,7 @@ def served_artifact(config: dict, app_name: str) -> tuple[str, str, str]:
     Either layout: nested (jointserve.contract.ModelReplicaConfig: {"artifact": {...}}) or
     the older flat one ({"version": ..., "url": ..., "sha256": ...})."""
     uc = user_config(config, app_name)
-    artifact = uc.get("artifact", uc)
+    artifact = uc.get("artifact") or (uc["edge"] if uc.get("edge_route") else uc)
     return artifact["version"], artifact["url"], artifact["sha256"]
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from ray.serve.schema import ServeDeploySchema
 
-from jointserve.operator import ModelApp, ServeSettings, build_serve_config
+from jointserve.api import JointInferenceServiceSpec
+from jointserve.contract import BatchLimits, CloudTarget
+from jointserve.operator import GatewayApp, ModelApp, ServeSettings, build_serve_config
+from jointserve.operator._serve_config import Hosting, cohosted_edge_models, hand_over
 
 SETTINGS = ServeSettings(store_root="/var/lib/jointserve/store", port=8000)
 EDGE_APP = ModelApp("im.default.digits-edge", "digits-edge", "edge", "v1",
@@ -90,3 +95,99 @@ def test_autoscaling_replaces_the_fixed_replica_count() -> None:
         "policy": {"policy_function": "jointserve.listener:in_flight_autoscaling_policy"}}
     [fixed] = _app(config, CLOUD_APP.app_name)["deployments"]
     assert fixed["num_replicas"] == 1 and "autoscaling_config" not in fixed
+
+
+# -- an edge model hosted by the gateway that runs it ----------------------------------------
+
+def _gateway(app_name: str, edge: ModelApp, **fields) -> GatewayApp:
+    spec = JointInferenceServiceSpec.model_validate(
+        {"edgeModel": {"name": edge.model_name}, "cloudModel": {"name": "digits-cloud"},
+         "hardExampleMining": {"name": "CrossEntropyFilter"}})
+    return GatewayApp(app_name, app_name.rsplit(".", 1)[1], edge, CloudTarget(transport="none"),
+                      spec, **fields)
+
+
+HOSTABLE = ModelApp("im.default.digits-edge", "digits-edge", "edge", "v1",
+                    "http://127.0.0.1:8808/digits-edge-v1.tar.gz", "a" * 64)
+
+
+def test_a_gateway_hosts_its_edge_model_placed_and_scaled_alike() -> None:
+    gateway = _gateway("jis.default.digits", HOSTABLE)
+    config = build_serve_config([HOSTABLE, CLOUD_APP], SETTINGS, [gateway])
+    ServeDeploySchema.model_validate(config)
+    apps = {a["name"]: a for a in config["applications"]}
+    assert set(apps) == {"jointserve", CLOUD_APP.app_name, gateway.app_name}
+    assert apps[gateway.app_name]["deployments"][0]["user_config"]["edge_route"] is True
+    served = apps["jointserve"]["deployments"][0]["user_config"]["models"]
+    assert served["digits-edge"] == gateway.app_name  # its readiness is the gateway's
+
+
+@pytest.mark.parametrize("gateway_fields, model_fields", [
+    pytest.param({"replicas": 2}, {}, id="replicas"),
+    pytest.param({"node_selector": {"zone": "a"}}, {}, id="node-selector"),
+    pytest.param({}, {"batching": BatchLimits(max_batch_size=8)}, id="batching"),
+])
+def test_an_edge_model_placed_or_scaled_otherwise_keeps_its_own_replicas(
+        gateway_fields: dict, model_fields: dict) -> None:
+    model = replace(HOSTABLE, **model_fields)
+    gateway = _gateway("jis.default.digits", model, **gateway_fields)
+    config = build_serve_config([model], SETTINGS, [gateway])
+    apps = {a["name"]: a for a in config["applications"]}
+    assert model.app_name in apps
+    assert apps[gateway.app_name]["deployments"][0]["user_config"]["edge_route"] is False
+
+
+def test_a_gateway_running_another_version_does_not_host() -> None:
+    gateway = _gateway("jis.default.digits", replace(HOSTABLE, version="v0"))
+    assert cohosted_edge_models([HOSTABLE], [gateway]) == {}
+
+
+def test_the_host_stays_when_another_able_gateway_appears() -> None:
+    first, second = _gateway("jis.default.b", HOSTABLE), _gateway("jis.default.c", HOSTABLE)
+    assert cohosted_edge_models([HOSTABLE], [first, second]) == {HOSTABLE.app_name: first.app_name}
+    # "a" sorts first, but moving the model would leave its route without a listener
+    newcomer = _gateway("jis.default.a", HOSTABLE)
+    hosting = {HOSTABLE.app_name: first.app_name}
+    assert cohosted_edge_models([HOSTABLE], [newcomer, first, second], hosting) == hosting
+    # the host gone: the next able one by name
+    assert cohosted_edge_models([HOSTABLE], [newcomer, second], hosting) == {
+        HOSTABLE.app_name: newcomer.app_name}
+
+
+MODELS = {"im.e"}
+
+
+def test_hosting_is_handed_over_before_the_models_own_application_goes() -> None:
+    wanted = {"im.e": "jis.g"}
+    gateways = {"jis.g"}
+    # the gateway not up yet: the model keeps its own application, no one else answers
+    step = hand_over(wanted, Hosting(), up=set(), gateways=gateways, models=MODELS)
+    assert step == Hosting()
+    # up: it answers the model's route too, beside the model's own replicas
+    step = hand_over(wanted, step, up={"jis.g", "im.e"}, gateways=gateways, models=MODELS)
+    assert step == Hosting({"im.e": "jis.g"}, frozenset())
+    # that config applied and the gateway up after it: the model's own application goes
+    up_after = {"jis.g", "im.e"}
+    step = hand_over(wanted, step, up=up_after, gateways=gateways, models=MODELS)
+    assert step == Hosting({"im.e": "jis.g"}, frozenset({"im.e"}))
+    # a later change to the gateway (an edge version switch) keeps it hosting
+    assert hand_over(wanted, step, up=set(), gateways=gateways, models=MODELS) == step
+
+
+def test_an_unhosted_model_gets_its_own_application_up_before_the_gateway_stops() -> None:
+    hosted = Hosting({"im.e": "jis.g"}, frozenset({"im.e"}))
+    # the model's scale now differs from the gateway's: its own application comes back
+    step = hand_over({}, hosted, up={"jis.g"}, gateways={"jis.g"}, models=MODELS)
+    assert step == Hosting({"im.e": "jis.g"}, frozenset())
+    # ... and the gateway stops answering for it once that application is up
+    assert hand_over({}, step, up={"jis.g", "im.e"}, gateways={"jis.g"}, models=MODELS) == Hosting()
+
+
+def test_a_deleted_hosting_gateway_answers_until_the_models_own_application_is_up() -> None:
+    hosted = Hosting({"im.e": "jis.g"}, frozenset({"im.e"}))
+    # the service deleted: the caller still offers its gateway, the model's own app comes back
+    step = hand_over({}, hosted, up={"jis.g"}, gateways={"jis.g"}, models=MODELS)
+    assert step == Hosting({"im.e": "jis.g"}, frozenset())
+    assert hand_over({}, step, up={"im.e"}, gateways={"jis.g"}, models=MODELS) == Hosting()
+    # the model deleted too: nothing to answer for
+    assert hand_over({}, hosted, up=set(), gateways={"jis.g"}, models=set()) == Hosting()

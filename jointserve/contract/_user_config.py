@@ -74,6 +74,9 @@ class GatewayConfig(_UserConfig):
     calibration: Calibration | None = None
     # LearnedRouter: the verified router archive the gateway scores with.
     router: ArtifactRef | None = None
+    # Also answer the edge InferenceModel's own route (/v2/models/<edge model>) with the edge
+    # model loaded here: the operator then starts no replica of that model of its own.
+    edge_route: bool = False
 
 
 class ServerConfig(_UserConfig):

@@ -27,6 +27,7 @@ from jointserve.protocol import (
     HttpRequest,
     HttpResponse,
     LoadedModel,
+    ModelEndpoint,
     ModelNotFound,
     ModelNotReady,
     answer,
@@ -71,6 +72,8 @@ class JointGateway(ListenerReplica):
         self._routes: Routes = {}
         self._following: asyncio.Task | None = None
         self.joint: JointModel | None = None
+        # The edge InferenceModel's own route, when this gateway answers it (edge_route).
+        self._edge_endpoint: ModelEndpoint | None = None
         self._config: GatewayConfig | None = None
         self._edge: tuple[tuple[ArtifactRef, ModelInfo | None], LoadedModel] | None = None
         self._router_model: tuple[ArtifactRef, RouterModel] | None = None
@@ -107,9 +110,20 @@ class JointGateway(ListenerReplica):
             hard_examples=self._hard_example_writer(spec),
         )
         self._config = config
-        await self._publish()
+        self._edge_endpoint = self._own_edge_endpoint(config, edge)
+        await self._publish(also=[config.edge.model_name] if config.edge_route else [])
         log.info("%s: edge %s %s, cloud %s, policy %s", config.service, config.edge.model_name,
                  edge.version, config.cloud.transport, spec.hardExampleMining.name)
+
+    def _own_edge_endpoint(self, config: GatewayConfig, edge: LoadedModel) -> ModelEndpoint | None:
+        """The edge model's OIP endpoint over the very model the joint path runs, or None."""
+        if not config.edge_route:
+            return None
+        endpoint = self._edge_endpoint
+        if endpoint is None or endpoint.name != config.edge.model_name:
+            endpoint = ModelEndpoint(config.edge.model_name)
+        endpoint.loaded = edge  # a version switch swaps both routes' model at once
+        return endpoint
 
     async def _router(self, source: ArtifactRef | None) -> RouterModel | None:
         """The LearnedRouter's model, fetched through this node's store (kept while the same)."""
@@ -186,6 +200,9 @@ class JointGateway(ListenerReplica):
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """Answer one HTTP request of the listener; never raises."""
+        endpoint = self._edge_endpoint
+        if endpoint is not None and _under(request.path, endpoint.prefix):
+            return await endpoint.handle(request)
         return await answer(self._route, request, self.service)
 
     async def _route(self, request: HttpRequest) -> HttpResponse:
@@ -211,6 +228,12 @@ class JointGateway(ListenerReplica):
             meta.setdefault("parameters", {})["hem_policy"] = joint.policy_name
             return json_response(meta)
         raise ModelNotFound(f"no route {request.path!r}; see the OIP v2 REST API")
+
+
+def _under(path: str, prefix: str) -> bool:
+    """Is `path` the route `prefix` or below it (/v2/models/digits-edge is not below
+    /v2/models/digits)?"""
+    return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] in "/?")
 
 
 def _policy(hem: HardExampleMining, calibration: Calibration | None,

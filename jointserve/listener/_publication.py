@@ -55,6 +55,15 @@ class Publication:
 
     async def withdraw(self) -> None:
         """Out of every proxy, then drained and closed; never raises."""
+        await self.unpublish()
+        if not await self.listener.drain(DRAIN_TIMEOUT_S):
+            log.warning("%s: %d request(s) still in flight after %.0f s; closing", self.route,
+                        self.listener.in_flight, DRAIN_TIMEOUT_S)
+        await self.listener.close()
+
+    async def unpublish(self) -> None:
+        """Out of every proxy; the listener goes on answering (another publication of the
+        same listener, or the drain of `withdraw`). Never raises."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
@@ -65,10 +74,6 @@ class Publication:
                 await self._wait_applied(version)
         except Exception as exc:  # noqa: BLE001 - stopping anyway; health checks cover it
             log.warning("%s: could not withdraw %s from the registry: %s", self.route, self.key, exc)
-        if not await self.listener.drain(DRAIN_TIMEOUT_S):
-            log.warning("%s: %d request(s) still in flight after %.0f s; closing", self.route,
-                        self.listener.in_flight, DRAIN_TIMEOUT_S)
-        await self.listener.close()
 
     async def _wait_applied(self, version: int) -> None:
         deadline = time.monotonic() + WITHDRAW_WAIT_S

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import ray
@@ -30,21 +31,36 @@ def listen_host(configured: str) -> str:
 
 
 class ListenerReplica:
-    """Gives a Serve deployment class its own listener, published under `route`."""
+    """Gives a Serve deployment class its own listener, published under `route` and, for a
+    gateway that also answers its edge model's route, under `also` routes."""
 
     _publication: Publication | None = None
+    _also: dict[str, Publication] | None = None
 
     def _init_listener(self, route: str, handle: Handler, host: str) -> None:
         self._publication = Publication(route, "", Listener(handle, listen_host(host)))
 
-    async def _publish(self) -> None:
+    async def _publish(self, also: Collection[str] = ()) -> None:
+        """Publish the listener under its route and exactly the `also` routes (each a
+        registry entry of its own, withdrawn when a later call leaves it out)."""
         publication = self._publication
         assert publication is not None, "_init_listener first"
         if not publication.key:
             publication.key = serve.get_replica_context().replica_id.unique_id
         await publication.publish()
+        published = self._also if self._also is not None else {}
+        self._also = published
+        for route in sorted(set(published) - set(also)):
+            await published.pop(route).unpublish()
+        for route in sorted(set(also) - set(published)):
+            extra = Publication(route, f"{publication.key}+{route}", publication.listener)
+            await extra.publish()
+            published[route] = extra
 
     async def __del__(self) -> None:
+        for extra in (self._also or {}).values():
+            await extra.unpublish()
+        self._also = None
         if self._publication is not None:
             publication, self._publication = self._publication, None
             await publication.withdraw()

@@ -18,6 +18,7 @@ Nothing in the request path, Serve's controller or the tests needs any of the th
 from __future__ import annotations
 
 import atexit
+import os
 from typing import Any
 
 import ray
@@ -33,8 +34,16 @@ class _HeadWithoutApiServer(Node):
         self._webui_url = None
 
 
+# glibc gives each thread that allocates an arena of its own, up to 8 per core. A Ray
+# worker has ~35 threads (gRPC, core worker IO) and the Python work is on one of them:
+# two arenas took ~27 MiB of PSS off `make serve` (1,007 -> 980 MiB, 12 processes).
+MALLOC_ARENAS = "2"
+
+
 def start_lean_head(num_cpus: int | None, resources: dict[str, float], **init: Any) -> None:
-    """Start a local head without monitor, log monitor and dashboard; connect this driver."""
+    """Start a local head without monitor, log monitor and dashboard; connect this driver.
+    Its processes inherit MALLOC_ARENA_MAX (MALLOC_ARENAS unless already set)."""
+    os.environ.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENAS)
     params = RayParams(num_cpus=num_cpus, resources=resources, include_dashboard=False,
                        no_monitor=True, include_log_monitor=False)
     # shutdown_at_exit=False: our own exit hook disconnects the driver first, then stops the

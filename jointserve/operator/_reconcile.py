@@ -78,7 +78,15 @@ from ._joint import (
 from ._ray import AppState
 from ._retry import settled, with_backoff
 from ._selection import Candidate, choose
-from ._serve_config import ModelApp, ServeSettings, build_serve_config
+from ._serve_config import (
+    GatewayApp,
+    Hosting,
+    ModelApp,
+    ServeSettings,
+    build_serve_config,
+    cohosted_edge_models,
+    hand_over,
+)
 from ._status_store import StatusRecords
 
 log = logging.getLogger(__name__)
@@ -155,6 +163,8 @@ class Desired:
     plans: dict[ResourceKey, Plan]
     joint_plans: dict[ResourceKey, JointPlan]
     config: dict
+    hosting: Hosting  # the edge models that gateways answer for
+    hosts: dict[str, GatewayApp]  # the gateways of `config` that answer for one, by app name
 
 
 class Reconciler:
@@ -198,6 +208,9 @@ class Reconciler:
         self._deployed: dict[ResourceKey, ModelApp] = {}  # last handed to Serve
         self._serving: dict[ResourceKey, ModelApp] = {}  # last seen RUNNING in Serve
         self._applied: dict | None = None
+        self._hosting = Hosting()  # the edge models gateways answer for, as last applied
+        self._hosts: dict[str, GatewayApp] = {}  # the gateways answering for them, as applied
+        self._up: set[str] = set()  # applications RUNNING under a config unchanged for a pass
         self._seen_running: set[str] = set()  # applications this operator saw RUNNING
         # Status records as last written, read from disk once: a pass runs every second, and
         # only records that changed need the disk again.
@@ -209,19 +222,33 @@ class Reconciler:
         }
 
     def desired(self, resources: Mapping[ResourceKey, Resource],
-                deleting: Collection[ResourceKey] = frozenset()) -> Desired:
+                deleting: Collection[ResourceKey] = frozenset(), at_once: bool = False) -> Desired:
         """Plan every resource (fetching and verifying archives) and build the Serve config,
         without applying it: `reconcile` applies it, `jointserve export rayservice` prints it,
         so both hand Serve the same verified versions. `deleting`: resources on their way out
-        (not in `resources`), which services using them report."""
+        (not in `resources`), which services using them report. `at_once`: a config whose
+        applications all start together (an export): gateways host their edge models from
+        the start, not by the hand-over a running Serve needs (`hand_over`)."""
         models = {k: r for k, r in sorted(resources.items()) if isinstance(r, InferenceModel)}
         services = {k: r for k, r in sorted(resources.items()) if isinstance(r, JointInferenceService)}
         plans = {key: self._plan(key, model) for key, model in models.items()}
         plans = _refuse_duplicate_model_names(models, plans)
         joint_plans = self._plan_services(services, models, plans, deleting)
-        config = build_serve_config([p.app for p in plans.values() if p.app], self.settings,
-                                    [p.app for p in joint_plans.values() if p.app])
-        return Desired(models, services, plans, joint_plans, config)
+        model_apps = [p.app for p in plans.values() if p.app]
+        gateway_apps = [p.app for p in joint_plans.values() if p.app]
+        current = {g.app_name for g in gateway_apps}
+        # A deleted service's gateway that answers for its edge model stays until that
+        # model's own application is up (`hand_over`), as it was last applied.
+        leaving = {name: g for name, g in self._hosts.items() if name not in current}
+        wanted = cohosted_edge_models(model_apps, gateway_apps, self._hosting.edge_routes)
+        hosting = (Hosting.at_once(wanted) if at_once else
+                   hand_over(wanted, self._hosting, self._up, current | leaving.keys(),
+                             {m.app_name for m in model_apps}))
+        answering = set(hosting.edge_routes.values())
+        gateway_apps += [g for name, g in leaving.items() if name in answering]
+        hosts = {g.app_name: g for g in gateway_apps if g.app_name in answering}
+        config = build_serve_config(model_apps, self.settings, gateway_apps, hosting)
+        return Desired(models, services, plans, joint_plans, config, hosting, hosts)
 
     def reconcile(self, resources: Mapping[ResourceKey, Resource],
                   deleting: Collection[ResourceKey] = frozenset()) -> dict[ResourceKey, Status]:
@@ -235,12 +262,19 @@ class Reconciler:
         before = {app["name"]: app for app in (self._applied or {}).get("applications", [])}
         steady = {app["name"] for app in config["applications"]
                   if before.get(app["name"]) == app and app["name"] in self._seen_running}
+        hosted = {model: host for model, host in desired.hosting.edge_routes.items()
+                  if model in desired.hosting.without_own_app}
+        steady |= {model for model, host in hosted.items() if host in steady}
         if config != self._applied:
             log.info("applying Serve config with %d application(s)", len(config["applications"]))
             self.backend.apply(config)
             self._applied = config
+            self._hosting, self._hosts = desired.hosting, desired.hosts
         self._deployed = {k: p.verified for k, p in plans.items() if p.verified}
-        states = self.backend.app_states()
+        served_states = self.backend.app_states()
+        self._up = {name for name in steady
+                    if getattr(served_states.get(name), "status", "") == "RUNNING"}
+        states = _with_hosted(served_states, hosted)
         self._seen_running &= set(states)  # an application deleted and redeployed starts over
         self._serving = {key: app for key, app in self._serving.items() if key in models}
         for key, plan in plans.items():
@@ -725,6 +759,12 @@ class Reconciler:
 
 # Serve application states that mean the application does not serve as configured.
 _FAILED = frozenset({"DEPLOY_FAILED", "UNHEALTHY"})
+
+
+def _with_hosted(states: dict[str, AppState], hosted: Mapping[str, str]) -> dict[str, AppState]:
+    """Serve's application states, an edge model a gateway hosts reported as that gateway's
+    application (its replicas are the model's)."""
+    return states | {model: states[host] for model, host in hosted.items() if host in states}
 
 
 def _progress_condition(plan: Plan, state: AppState | None) -> tuple[str, str, str]:

@@ -12,7 +12,7 @@ Ray `label_selector`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,14 +111,96 @@ class GatewayApp:
     autoscaling: Autoscaling | None = None
 
 
+def cohosted_edge_models(models: Sequence[ModelApp], gateways: Sequence[GatewayApp],
+                         hosting: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The edge models that a gateway serves in its own replicas: model app -> gateway app.
+
+    A gateway runs its edge model in process already. Where the InferenceModel's replicas
+    would be placed and scaled exactly as the gateway's are (same count or autoscaling, same
+    nodeSelector, no batching) and the gateway runs the version the model serves, the
+    gateway's replicas also answer the model's own route and the model gets no replica of
+    its own: a Serve replica is ~120 MiB of PSS, and an edge box has 2-8 GiB.
+
+    `hosting`: the map applied last. A gateway that hosts a model keeps it while it can (a
+    move would leave the model's route without a listener until the new host publishes
+    it); otherwise the first able gateway by application name hosts it.
+    """
+    by_app = {m.app_name: m for m in models}
+    previous = hosting or {}
+    able = [g for g in sorted(gateways, key=lambda g: g.app_name)
+            if _can_host(g, by_app.get(g.edge.app_name))]
+    hosts: dict[str, str] = {}
+    for gateway in sorted(able, key=lambda g: previous.get(g.edge.app_name) != g.app_name):
+        hosts.setdefault(gateway.edge.app_name, gateway.app_name)
+    return hosts
+
+
+def _can_host(gateway: GatewayApp, model: ModelApp | None) -> bool:
+    edge = gateway.edge
+    return (model == edge and edge.layer == "edge" and edge.batching.max_batch_size == 1
+            and (edge.replicas, edge.autoscaling, edge.node_selector)
+            == (gateway.replicas, gateway.autoscaling, gateway.node_selector))
+
+
+@dataclass(frozen=True)
+class Hosting:
+    """Which gateway answers which edge model's route (model app -> gateway app), and which
+    of those models have no application of their own."""
+
+    edge_routes: Mapping[str, str] = field(default_factory=dict)
+    without_own_app: frozenset[str] = frozenset()
+
+    @classmethod
+    def at_once(cls, hosts: Mapping[str, str]) -> Hosting:
+        """`hosts` in one step: a config whose applications all start together (an export)."""
+        return cls(dict(hosts), frozenset(hosts))
+
+
+def hand_over(wanted: Mapping[str, str], applied: Hosting, up: Collection[str],
+              gateways: Collection[str], models: Collection[str]) -> Hosting:
+    """One step from the `applied` hosting towards the `wanted` one that never leaves an edge
+    model's route without a listener: a gateway answers a model's route once its application
+    is up; the model's own application goes once a config in which that gateway answers
+    was applied and the gateway is up after it; the other way, the hosting gateway answers
+    until the model's own application is up again, a deleted one too.
+
+    `up`: applications RUNNING under a config left as it was for a whole pass; `gateways`:
+    the gateway applications this config can hold, the deleted ones that host included;
+    `models`: the model applications of this config (a deleted model needs no listener).
+    """
+    routes: dict[str, str] = {}
+    without: set[str] = set()
+    for model, host in wanted.items():
+        if applied.edge_routes.get(model) == host:  # it answers already: a version switch
+            routes[model] = host                     # or other change leaves it so
+            if model in applied.without_own_app or host in up:
+                without.add(model)
+        elif host in up:
+            routes[model] = host
+    for model, host in applied.edge_routes.items():
+        if model not in routes and host in gateways and model in models and model not in up:
+            routes[model] = host  # until the model's own application is up
+    return Hosting(routes, frozenset(without))
+
+
 def build_serve_config(models: list[ModelApp], settings: ServeSettings,
-                       gateways: Sequence[GatewayApp] = ()) -> dict[str, Any]:
-    """The whole desired Serve state: the server app plus one app per model and per service.
+                       gateways: Sequence[GatewayApp] = (),
+                       hosting: Hosting | None = None) -> dict[str, Any]:
+    """The whole desired Serve state: the server app plus one app per model and per service,
+    but none for an edge model a gateway hosts (`hosting`; by default
+    `cohosted_edge_models` at once).
 
     Applications absent from the config are deleted by Serve when it is applied, which is
     how a removed resource loses its application.
     """
-    served = {m.model_name: m.app_name for m in models} | {g.service: g.app_name for g in gateways}
+    if hosting is None:
+        hosting = Hosting.at_once(cohosted_edge_models(models, gateways))
+    without = hosting.without_own_app
+    served = ({m.model_name: hosting.edge_routes[m.app_name] if m.app_name in without
+               else m.app_name for m in models}
+              | {g.service: g.app_name for g in gateways})
+    own = [m for m in models if m.app_name not in without]
+    hosts = set(hosting.edge_routes.values())
     return {
         # HTTP comes in through the front door (the server application's HAProxy), never
         # through Serve's own proxies.
@@ -126,8 +208,9 @@ def build_serve_config(models: list[ModelApp], settings: ServeSettings,
         "http_options": {"host": settings.host, "port": settings.port},
         "applications": [_quiet(app) for app in
                          [_server_app(served, settings)]
-                         + [_model_app(m, settings) for m in sorted(models, key=lambda m: m.app_name)]
-                         + [_gateway_app(g, settings) for g in sorted(gateways, key=lambda g: g.app_name)]],
+                         + [_model_app(m, settings) for m in sorted(own, key=lambda m: m.app_name)]
+                         + [_gateway_app(g, settings, g.app_name in hosts)
+                            for g in sorted(gateways, key=lambda g: g.app_name)]],
     }
 
 
@@ -211,7 +294,8 @@ def _model_app(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
     }
 
 
-def _gateway_app(gateway: GatewayApp, settings: ServeSettings) -> dict[str, Any]:
+def _gateway_app(gateway: GatewayApp, settings: ServeSettings,
+                 edge_route: bool = False) -> dict[str, Any]:
     edge = gateway.edge
     return {
         "name": gateway.app_name,
@@ -231,6 +315,7 @@ def _gateway_app(gateway: GatewayApp, settings: ServeSettings) -> dict[str, Any]
                     spec=gateway.spec,
                     calibration=gateway.calibration,
                     router=_router_ref(gateway.router, settings.store_root),
+                    edge_route=edge_route,
                 )),
                 # The edge model runs in the gateway: it goes where edge models go.
                 "ray_actor_options": _actor_options("edge", gateway.node_selector, settings),

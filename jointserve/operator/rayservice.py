@@ -82,7 +82,7 @@ def export_config(directory: Path, store: ArtifactStore, settings: ServeSettings
         operator = directory_operator(directory, Path(tmp), _NoBackend(), settings, public_url,
                                       store=store, progress=progress)
         snapshot = operator.source.scan()
-        desired = operator.reconciler.desired(snapshot.resources)
+        desired = operator.reconciler.desired(snapshot.resources, at_once=True)
     return Export(desired.config, [*snapshot.errors.values(), *left_out(desired)],
                   loopback_urls(desired))
 
