@@ -38,6 +38,7 @@ from jointserve.protocol import (
     metadata,
     relative_path,
     require_method,
+    under_route,
 )
 from jointserve.routing import (
     ROUTER_FILE,
@@ -201,7 +202,7 @@ class JointGateway(ListenerReplica):
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """Answer one HTTP request of the listener; never raises."""
         endpoint = self._edge_endpoint
-        if endpoint is not None and _under(request.path, endpoint.prefix):
+        if endpoint is not None and under_route(request.path, endpoint.prefix):
             return await endpoint.handle(request)
         return await answer(self._route, request, self.service)
 
@@ -228,12 +229,6 @@ class JointGateway(ListenerReplica):
             meta.setdefault("parameters", {})["hem_policy"] = joint.policy_name
             return json_response(meta)
         raise ModelNotFound(f"no route {request.path!r}; see the OIP v2 REST API")
-
-
-def _under(path: str, prefix: str) -> bool:
-    """Is `path` the route `prefix` or below it (/v2/models/digits-edge is not below
-    /v2/models/digits)?"""
-    return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] in "/?")
 
 
 def _policy(hem: HardExampleMining, calibration: Calibration | None,

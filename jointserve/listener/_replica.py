@@ -48,8 +48,9 @@ class ListenerReplica:
         if not publication.key:
             publication.key = serve.get_replica_context().replica_id.unique_id
         await publication.publish()
-        published = self._also if self._also is not None else {}
-        self._also = published
+        if self._also is None:
+            self._also = {}
+        published = self._also
         for route in sorted(set(published) - set(also)):
             await published.pop(route).unpublish()
         for route in sorted(set(also) - set(published)):

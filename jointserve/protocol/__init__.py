@@ -34,6 +34,7 @@ from ._http import (
     json_response,
     relative_path,
     require_method,
+    under_route,
 )
 from ._oip import InferenceRequest, InferenceResponse, ModelMetadata, RequestInput
 from ._replica import ModelReplica, load_artifact
@@ -79,4 +80,5 @@ __all__ = [
     "require_method",
     "run_model",
     "to_array",
+    "under_route",
 ]

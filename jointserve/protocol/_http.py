@@ -108,6 +108,12 @@ def error_response(exc: InferenceError) -> HttpResponse:
     return json_response({"error": exc.message}, exc.status_code, exc.headers or None)
 
 
+def under_route(path: str, prefix: str) -> bool:
+    """Is `path` the route `prefix` or below it? (/v2/models/digits-edge is not below
+    /v2/models/digits.)"""
+    return path == prefix or path.startswith(prefix + "/")
+
+
 def relative_path(request: HttpRequest, prefix: str) -> str:
     """The request path below `prefix` (a route's own prefix), without a trailing slash."""
     path = request.path
@@ -205,7 +211,7 @@ class ServerEndpoint:
         return await answer(self._route, request, self.name)
 
     async def _route(self, request: HttpRequest) -> HttpResponse:
-        if not (request.path == self.prefix or request.path.startswith(self.prefix + "/")):
+        if not under_route(request.path, self.prefix):
             raise ModelNotFound(f"no route {request.path!r}; see the OIP v2 REST API")
         path = relative_path(request, self.prefix)
         if path == "":
