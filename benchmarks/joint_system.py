@@ -30,12 +30,15 @@ import httpx
 import yaml
 
 from benchmarks import heavy_model
+from benchmarks.procs import settled_tree
 from benchmarks.systems import ServiceProcess, free_port
 
 EXAMPLE_PORT_URL = "http://127.0.0.1:8808/"
 # For all of start()'s services together: with the heavy pair, a dozen deployments come up
 # one after another on 2 cores.
 START_TIMEOUT_S = 300.0
+# Longer than the gaps between the steps of a hand-over (a pass, Serve's status, a pass).
+SETTLE_QUIET_S = 15.0
 BATCHING = {"maxBatchSize": 16, "batchWaitTimeoutMs": 2}  # spec.batching of the *-batched models
 BATCHING_SERVICES = ["cloud-batched", "cloud-unbatched", "heavy-batched", "heavy-unbatched"]
 
@@ -72,6 +75,7 @@ class JointServe:
         self._write_resources()
         self._process.start()
         self.wait_ready(["digits"])
+        self.wait_settled()
 
     def stop(self) -> None:
         self._process.stop(grace_s=60)  # SIGTERM: the CLI shuts Serve and Ray down itself
@@ -103,6 +107,13 @@ class JointServe:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"{model} not ready after {timeout:.0f}s:\n{self.log_tail()}")
                     time.sleep(0.5)
+
+    def wait_settled(self) -> None:
+        """Until no process of the stack started or ended for SETTLE_QUIET_S: a route that
+        a gateway takes over (a service or an edge model it hosts) loses its own replica a
+        few seconds after it is ready, and a measurement must not share the cores with that."""
+        assert self.pid is not None, "start() first"
+        settled_tree(self.pid, quiet_s=SETTLE_QUIET_S)
 
     def log_tail(self) -> str:
         return self._process.log_tail()

@@ -9,6 +9,7 @@ object store) does not count the same page twice, as an RSS sum would.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,19 @@ def tree_memory(root_pid: int) -> TreeMemory:
         by_name[name] = by_name.get(name, 0.0) + rollup["Pss"] / 1024
     ordered = dict(sorted(by_name.items(), key=lambda item: -item[1]))
     return TreeMemory(counted, pss / 1024, rss / 1024, {k: round(v, 1) for k, v in ordered.items()})
+
+
+def settled_tree(root_pid: int, quiet_s: float, timeout_s: float = 60.0) -> set[int]:
+    """The processes below `root_pid` once none started or ended for `quiet_s` (a stack that
+    hands routes over replaces applications after start-up), or as they are at `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    seen, since = descendants(root_pid), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        time.sleep(0.5)
+        now = descendants(root_pid)
+        if now != seen:
+            seen, since = now, time.monotonic()
+    return seen
 
 
 def _rollup(pid: int) -> dict[str, float] | None:

@@ -184,10 +184,10 @@ class Runner:
                       f"{result.throughput_rps:.0f} req/s, p50 {result.p50_ms:.2f} ms")
 
     def _memory(self, plain: TreeMemory) -> None:
-        """PSS of the stack `make serve` runs (the example's two models and one service),
+        """PSS of the stack `make serve` runs (the example's two models and two services),
         idle after start-up, beside the plain server's."""
         with JointServe(EXAMPLE, example_only=True) as stack:
-            time.sleep(MEMORY_SETTLE_S)  # replicas done loading, first reports sent
+            time.sleep(MEMORY_SETTLE_S)  # settled (JointServe.start), first reports sent
             joint = tree_memory(stack.pid)
         self.results.sections["memory"] = {
             "jointserve_pss_mib": joint.pss_mib, "jointserve_rss_mib": joint.rss_mib,

@@ -84,6 +84,7 @@ def wan(runner: Runner, joint: JointServe, workload: Workload) -> None:
                                       cloud={"url": f"http://{listen}", "modelName": "digits-cloud"},
                                       deadlineMs=2000))
         joint.wait_ready(["digits-wan"])
+        joint.wait_settled()
         for rtt in plan.rtts_ms:
             proxy.set_rtt("cloud", rtt)
             hard = runner.measure("jointserve-wan", f"hard rtt={rtt}", joint.infer_url("digits-wan"),
@@ -109,6 +110,7 @@ def breaker(runner: Runner, joint: JointServe, workload: Workload) -> None:
             cloud={"url": f"http://{listen}", "modelName": "digits-cloud"},
             deadlineMs=500, breaker={"failureThreshold": BREAKER_FAILURES, "cooldownMs": 600_000}))
         joint.wait_ready(["digits-breaker"])
+        joint.wait_settled()
         url = joint.infer_url("digits-breaker")
         with httpx.Client(timeout=10) as client:
             easy = _timed(client, url, workload.easy, PROBES)
@@ -194,6 +196,7 @@ def replica_killed(runner: Runner, joint: JointServe, workload: Workload) -> Non
     two["spec"]["replicas"] = 2
     joint.write(two)
     joint.wait_ready(["digits-two"])
+    joint.wait_settled()
     _wait_replicas(joint, "jis.default.digits-two", "gateway", 2)
     section: dict[str, Any] = {}
     # (label, model under load, model killed, its application and deployment, replicas)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jointserve.api import Calibration, HardExampleMining
-from jointserve.gateway._deployment import _policy
+from jointserve.gateway._service import _policy
 from jointserve.routing import (
     Adapt,
     Budgeted,

@@ -22,6 +22,7 @@ from jointserve.contract import (
     BatchLimits,
     CloudTarget,
     GatewayConfig,
+    JointServiceConfig,
     ModelReplicaConfig,
     ServerConfig,
     user_config,
@@ -85,9 +86,10 @@ def test_gateway_reads_back_what_the_operator_wrote(spec: dict, cloud: CloudTarg
     config = build_serve_config([EDGE, CLOUD], SETTINGS, [gateway])
     read = GatewayConfig.model_validate(
         _through_serve(_deployment(config, "jis.default.digits", GATEWAY_DEPLOYMENT)["user_config"]))
-    assert read == GatewayConfig(service="digits", stats_key="jis.default.digits",
-                                 edge=EDGE.artifact(SETTINGS.store_root), cloud=cloud,
-                                 spec=service.spec, edge_route=True)
+    assert read == GatewayConfig(
+        edge=EDGE.artifact(SETTINGS.store_root), edge_route=True,
+        services=(JointServiceConfig(service="digits", stats_key="jis.default.digits",
+                                     cloud=cloud, spec=service.spec),))
     assert read.edge.version == "v2" and read.edge.store_root == SETTINGS.store_root
 
 
@@ -123,7 +125,16 @@ def test_server_reads_back_the_served_models() -> None:
                                       "batching": {"max_batch_size": 0}}, "max_batch_size",
                  id="batch-size-below-1"),
     pytest.param(CloudTarget, {"transport": "carrier-pigeon"}, "transport", id="unknown-transport"),
+    pytest.param(GatewayConfig, {"edge": user_config(EDGE.artifact("/s")), "services": []},
+                 "services", id="gateway-without-service"),
 ])
 def test_reader_refuses_what_the_writer_never_writes(model: type, raw: dict, field: str) -> None:
     with pytest.raises(ValidationError, match=field):
         model.model_validate(raw)
+
+
+def test_a_gateway_config_names_each_service_once() -> None:
+    entry = JointServiceConfig(service="digits", stats_key="jis.default.digits",
+                               cloud=CloudTarget(transport="none"), spec=_service().spec)
+    with pytest.raises(ValidationError, match="each service once"):
+        GatewayConfig(edge=EDGE.artifact("/s"), services=(entry, entry))

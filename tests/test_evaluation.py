@@ -416,9 +416,14 @@ def test_a_remote_cloud_is_evaluated_over_http_like_a_local_one(
 
 
 def gateway_config(backend: FakeBackend, service: str) -> dict:
-    """The user_config the last applied Serve config gives `service`'s gateway replicas."""
-    (app,) = [a for a in backend.config["applications"] if a["name"].endswith(service)]
-    return app["deployments"][0]["user_config"]
+    """What the last applied Serve config tells the gateway replicas that answer `service`:
+    the gateway's own fields (edge) with that service's (spec, cloud, calibration, router)."""
+    for app in backend.config["applications"]:
+        config = app["deployments"][0].get("user_config") or {}
+        for entry in config.get("services", []):
+            if entry["service"] == service:
+                return {**config, **entry}
+    raise AssertionError(f"no gateway answers {service}")
 
 
 def calibrated_of(name: str) -> Any:

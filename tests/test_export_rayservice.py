@@ -25,7 +25,7 @@ from jointserve.operator.rayservice import DEFAULT_STORE_ROOT, LAYER_CAPACITY
 from tests._fileserver import FileServer
 
 EDGE, CLOUD, SERVICE = "digits-edge", "digits-cloud", "digits"
-# No application of digits-edge's own: the digits gateway hosts it (cohosted_edge_models).
+# No application of digits-edge's own: the digits gateway hosts it (hosted_routes).
 APPS = {"jointserve", "im.default.digits-cloud", "jis.default.digits"}
 
 

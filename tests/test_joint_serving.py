@@ -366,6 +366,44 @@ def test_the_gateway_takes_over_its_edge_models_route_without_failing_a_request(
     harness.wait_serving(EDGE, EDGE, "v1")
 
 
+def test_services_on_one_edge_model_share_a_gateway_and_move_without_failing_a_request(
+        harness, services, samples):
+    """A second service on the same edge version, placed alike, moves into the first one's
+    gateway application (its own goes); with the first service deleted, it gets its own
+    application back before that gateway stops. Both under load on the second service."""
+    X, _ = samples
+    host, guest = "digits-share-a", "digits-share-b"
+
+    def apps() -> dict:
+        return harness.backend.app_states()
+
+    _serve(harness, services, host)
+    _serve(harness, services, guest)
+    with _under_load(harness, guest, X, clients=2) as results:
+        def requests_after(what: str) -> None:
+            before = len(results)
+            harness.wait_for(lambda: len(results) > before + 50, f"requests after {what}")
+
+        harness.wait_for(lambda: "jis.default." + guest not in apps(),
+                         "the second service hosted by the first one's gateway")
+        requests_after("the move in")
+        shared = Counter(code for code, _ in results)
+        assert harness.condition(guest, "Ready", JIS).get("status") == "True"
+        # one replica answers both, each under its own name
+        assert harness.infer(host, _body(X[0])).json()["model_name"] == host
+        assert harness.infer(guest, _body(X[0])).json()["model_name"] == guest
+
+        harness.remove(host)
+        services.remove(host)
+        harness.wait_for(lambda: getattr(apps().get("jis.default." + guest), "status", "")
+                         == "RUNNING", "the second service's own application back")
+        harness.wait_for(lambda: "jis.default." + host not in apps(),
+                         "the deleted service's gateway gone")
+        requests_after("the first gateway went")
+    assert shared == {200: sum(shared.values())}
+    assert Counter(code for code, _ in results) == {200: len(results)}
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 @contextlib.contextmanager

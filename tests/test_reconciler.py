@@ -38,17 +38,9 @@ WRONG_SHA = hashlib.sha256(b"not the archive").hexdigest()
 
 
 def app_serving(config: dict, name: str) -> str | None:
-    """Name of the application that owns /v2/models/<name> (a model or a service, or the
-    gateway that hosts an edge model: GatewayConfig.edge_route), if any."""
-    for app in config["applications"]:
-        if app.get("route_prefix") == f"/v2/models/{name}":
-            return app["name"]
-    for app in config["applications"]:
-        (deployment, *_) = app["deployments"]
-        uc = deployment.get("user_config") or {}
-        if uc.get("edge_route") and uc["edge"]["model_name"] == name:
-            return app["name"]
-    return None
+    """Name of the application that answers /v2/models/<name> (a model's or a service's own,
+    or the gateway that hosts it), as the server application is told, if any."""
+    return user_config(config, "jointserve")["models"].get(name)
 
 
 def user_config(config: dict, app_name: str) -> dict:
@@ -79,7 +71,7 @@ def gateway_edge_version(config: dict, app_name: str) -> str:
 
 def gateway_cloud(config: dict, app_name: str) -> dict:
     """How a gateway application reaches its cloud model ({"transport": ...})."""
-    return user_config(config, app_name)["cloud"]
+    return user_config(config, app_name)["services"][0]["cloud"]
 
 
 # -- reading statuses -------------------------------------------------------------------

@@ -8,9 +8,9 @@ import pytest
 from ray.serve.schema import ServeDeploySchema
 
 from jointserve.api import JointInferenceServiceSpec
-from jointserve.contract import BatchLimits, CloudTarget
+from jointserve.contract import BatchLimits, CloudTarget, GatewayConfig
 from jointserve.operator import GatewayApp, ModelApp, ServeSettings, build_serve_config
-from jointserve.operator._serve_config import Hosting, cohosted_edge_models, hand_over
+from jointserve.operator._serve_config import Hosting, hosted_routes, hand_over
 
 SETTINGS = ServeSettings(store_root="/var/lib/jointserve/store", port=8000)
 EDGE_APP = ModelApp("im.default.digits-edge", "digits-edge", "edge", "v1",
@@ -139,19 +139,7 @@ def test_an_edge_model_placed_or_scaled_otherwise_keeps_its_own_replicas(
 
 def test_a_gateway_running_another_version_does_not_host() -> None:
     gateway = _gateway("jis.default.digits", replace(HOSTABLE, version="v0"))
-    assert cohosted_edge_models([HOSTABLE], [gateway]) == {}
-
-
-def test_the_host_stays_when_another_able_gateway_appears() -> None:
-    first, second = _gateway("jis.default.b", HOSTABLE), _gateway("jis.default.c", HOSTABLE)
-    assert cohosted_edge_models([HOSTABLE], [first, second]) == {HOSTABLE.app_name: first.app_name}
-    # "a" sorts first, but moving the model would leave its route without a listener
-    newcomer = _gateway("jis.default.a", HOSTABLE)
-    hosting = {HOSTABLE.app_name: first.app_name}
-    assert cohosted_edge_models([HOSTABLE], [newcomer, first, second], hosting) == hosting
-    # the host gone: the next able one by name
-    assert cohosted_edge_models([HOSTABLE], [newcomer, second], hosting) == {
-        HOSTABLE.app_name: newcomer.app_name}
+    assert hosted_routes([HOSTABLE], [gateway]) == {}
 
 
 MODELS = {"im.e"}
@@ -161,33 +149,95 @@ def test_hosting_is_handed_over_before_the_models_own_application_goes() -> None
     wanted = {"im.e": "jis.g"}
     gateways = {"jis.g"}
     # the gateway not up yet: the model keeps its own application, no one else answers
-    step = hand_over(wanted, Hosting(), up=set(), gateways=gateways, models=MODELS)
+    step = hand_over(wanted, Hosting(), up=set(), gateways=gateways, owners=MODELS)
     assert step == Hosting()
     # up: it answers the model's route too, beside the model's own replicas
-    step = hand_over(wanted, step, up={"jis.g", "im.e"}, gateways=gateways, models=MODELS)
+    step = hand_over(wanted, step, up={"jis.g", "im.e"}, gateways=gateways, owners=MODELS)
     assert step == Hosting({"im.e": "jis.g"}, frozenset())
     # that config applied and the gateway up after it: the model's own application goes
     up_after = {"jis.g", "im.e"}
-    step = hand_over(wanted, step, up=up_after, gateways=gateways, models=MODELS)
+    step = hand_over(wanted, step, up=up_after, gateways=gateways, owners=MODELS)
     assert step == Hosting({"im.e": "jis.g"}, frozenset({"im.e"}))
     # a later change to the gateway (an edge version switch) keeps it hosting
-    assert hand_over(wanted, step, up=set(), gateways=gateways, models=MODELS) == step
+    assert hand_over(wanted, step, up=set(), gateways=gateways, owners=MODELS) == step
 
 
 def test_an_unhosted_model_gets_its_own_application_up_before_the_gateway_stops() -> None:
     hosted = Hosting({"im.e": "jis.g"}, frozenset({"im.e"}))
     # the model's scale now differs from the gateway's: its own application comes back
-    step = hand_over({}, hosted, up={"jis.g"}, gateways={"jis.g"}, models=MODELS)
+    step = hand_over({}, hosted, up={"jis.g"}, gateways={"jis.g"}, owners=MODELS)
     assert step == Hosting({"im.e": "jis.g"}, frozenset())
     # ... and the gateway stops answering for it once that application is up
-    assert hand_over({}, step, up={"jis.g", "im.e"}, gateways={"jis.g"}, models=MODELS) == Hosting()
+    assert hand_over({}, step, up={"jis.g", "im.e"}, gateways={"jis.g"}, owners=MODELS) == Hosting()
 
 
 def test_a_deleted_hosting_gateway_answers_until_the_models_own_application_is_up() -> None:
     hosted = Hosting({"im.e": "jis.g"}, frozenset({"im.e"}))
     # the service deleted: the caller still offers its gateway, the model's own app comes back
-    step = hand_over({}, hosted, up={"jis.g"}, gateways={"jis.g"}, models=MODELS)
+    step = hand_over({}, hosted, up={"jis.g"}, gateways={"jis.g"}, owners=MODELS)
     assert step == Hosting({"im.e": "jis.g"}, frozenset())
-    assert hand_over({}, step, up={"im.e"}, gateways={"jis.g"}, models=MODELS) == Hosting()
+    assert hand_over({}, step, up={"im.e"}, gateways={"jis.g"}, owners=MODELS) == Hosting()
     # the model deleted too: nothing to answer for
-    assert hand_over({}, hosted, up=set(), gateways={"jis.g"}, models=set()) == Hosting()
+    assert hand_over({}, hosted, up=set(), gateways={"jis.g"}, owners=set()) == Hosting()
+
+
+# -- services sharing one gateway application --------------------------------------------------
+
+def test_services_on_one_edge_version_placed_alike_share_one_gateway_application() -> None:
+    first, second = _gateway("jis.default.digits", HOSTABLE), _gateway("jis.default.images", HOSTABLE)
+    apart = _gateway("jis.default.two", HOSTABLE, replicas=2)
+    config = build_serve_config([HOSTABLE, CLOUD_APP], SETTINGS, [second, apart, first])
+    ServeDeploySchema.model_validate(config)
+    apps = {a["name"]: a for a in config["applications"]}
+    assert set(apps) == {"jointserve", CLOUD_APP.app_name, first.app_name, apart.app_name}
+    host = GatewayConfig.model_validate(apps[first.app_name]["deployments"][0]["user_config"])
+    assert [(s.service, s.stats_key) for s in host.services] == [
+        ("digits", first.app_name), ("images", second.app_name)]  # counters stay per service
+    assert host.edge_route
+    served = apps["jointserve"]["deployments"][0]["user_config"]["models"]
+    assert served == {"digits": first.app_name, "images": first.app_name,
+                      "digits-edge": first.app_name, "two": apart.app_name,
+                      "digits-cloud": CLOUD_APP.app_name}
+
+
+def test_a_service_on_another_edge_version_keeps_its_own_gateway() -> None:
+    first = _gateway("jis.default.digits", HOSTABLE)
+    other = _gateway("jis.default.images", replace(HOSTABLE, version="v0"))
+    assert hosted_routes([HOSTABLE], [first, other]) == {HOSTABLE.app_name: first.app_name}
+
+
+def test_the_host_of_a_group_stays_when_a_service_that_sorts_first_joins() -> None:
+    host, guest = _gateway("jis.default.b", HOSTABLE), _gateway("jis.default.c", HOSTABLE)
+    hosting = hosted_routes([HOSTABLE], [host, guest])
+    assert hosting == {guest.app_name: host.app_name, HOSTABLE.app_name: host.app_name}
+    newcomer = _gateway("jis.default.a", HOSTABLE)
+    assert hosted_routes([HOSTABLE], [newcomer, host, guest], hosting) == {
+        newcomer.app_name: host.app_name, **hosting}
+    # the host gone: the first of the group by name hosts
+    assert hosted_routes([HOSTABLE], [newcomer, guest], hosting) == {
+        guest.app_name: newcomer.app_name, HOSTABLE.app_name: newcomer.app_name}
+
+
+def test_a_route_moving_to_another_host_goes_back_to_its_own_application_first() -> None:
+    applied = Hosting({"jis.s": "jis.a"}, frozenset({"jis.s"}))
+    wanted = {"jis.s": "jis.b"}
+    owners = {"jis.s", "jis.b"}
+    # the old host answers (as applied) while the service's own application comes up
+    step = hand_over(wanted, applied, up={"jis.a", "jis.b"}, gateways={"jis.a", "jis.b"},
+                     owners=owners)
+    assert step == Hosting({"jis.s": "jis.a"}, frozenset())
+    # its own application up: the new host takes the route, the old one lets it go
+    step = hand_over(wanted, step, up={"jis.a", "jis.b", "jis.s"}, gateways={"jis.a", "jis.b"},
+                     owners=owners)
+    assert step == Hosting({"jis.s": "jis.b"}, frozenset())
+
+
+def test_a_guest_leaving_its_group_is_answered_by_the_host_as_it_was_applied() -> None:
+    host, guest = _gateway("jis.default.digits", HOSTABLE), _gateway("jis.default.images", HOSTABLE)
+    moved = replace(guest, replicas=2)  # no longer alike: its own application comes back
+    hosting = Hosting({guest.app_name: host.app_name}, frozenset())
+    config = build_serve_config([HOSTABLE], SETTINGS, [host, moved], hosting,
+                                applied={guest.app_name: guest})
+    apps = {a["name"]: a for a in config["applications"]}
+    assert apps[moved.app_name]["deployments"][0]["num_replicas"] == 2
+    assert apps[host.app_name]["deployments"][0]["user_config"]["services"][1]["service"] == "images"

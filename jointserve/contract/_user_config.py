@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jointserve.api import Calibration, JointInferenceServiceSpec, ModelInfo
 
@@ -59,14 +59,12 @@ class CloudTarget(_UserConfig):
     why: str = ""  # none: why there is no cloud to call
 
 
-class GatewayConfig(_UserConfig):
-    """A JointInferenceService's gateway replica: the edge model it runs, the cloud it calls,
-    the service's spec, and the key its counters are reported under."""
+class JointServiceConfig(_UserConfig):
+    """One JointInferenceService as a gateway replica answers it: the cloud it calls, the
+    service's spec, and the key its counters are reported under."""
 
     service: str
     stats_key: str
-    edge: ArtifactRef
-    edge_info: ModelInfo | None = None  # the edge InferenceModel's spec.metadata
     cloud: CloudTarget
     spec: JointInferenceServiceSpec
     # hardExampleMining.budget: the cut of the policy's score to apply instead of its own
@@ -74,9 +72,34 @@ class GatewayConfig(_UserConfig):
     calibration: Calibration | None = None
     # LearnedRouter: the verified router archive the gateway scores with.
     router: ArtifactRef | None = None
+
+
+class GatewayConfig(_UserConfig):
+    """A gateway replica: the edge model it runs, and the JointInferenceServices it answers
+    over that one loaded model: its application's own service and those it hosts (services
+    on the same edge version, placed and scaled alike, which then get no replicas of their
+    own)."""
+
+    edge: ArtifactRef
+    edge_info: ModelInfo | None = None  # the edge InferenceModel's spec.metadata
+    services: tuple[JointServiceConfig, ...] = Field(min_length=1)
     # Also answer the edge InferenceModel's own route (/v2/models/<edge model>) with the edge
     # model loaded here: the operator then starts no replica of that model of its own.
     edge_route: bool = False
+
+    @model_validator(mode="after")
+    def _one_entry_per_service(self) -> GatewayConfig:
+        names = [s.service for s in self.services]
+        if len(set(names)) != len(names):
+            raise ValueError(f"services: each service once, got {names}")
+        return self
+
+    def service(self, name: str) -> JointServiceConfig:
+        """The entry of service `name` (KeyError naming it if there is none)."""
+        for entry in self.services:
+            if entry.service == name:
+                return entry
+        raise KeyError(f"gateway config has no service {name!r}")
 
 
 class ServerConfig(_UserConfig):

@@ -30,6 +30,7 @@ from jointserve.contract import SERVER_DEPLOYMENT, FrontDoorArgs, ServerConfig
 from jointserve.listener import Listener
 from jointserve.protocol import ServerEndpoint
 from jointserve.registry import ListenerRegistry
+from jointserve.runtime import release_free_memory
 
 from ._front_door import FrontDoor
 
@@ -66,6 +67,7 @@ class OipServer(ListenerRegistry):
             door = FrontDoor(door_id, self._args.host, self._args.port, address, registry=self)
             await door.start()
             self._door = door
+            release_free_memory()  # what starting the front door freed
 
     async def __del__(self) -> None:
         door, self._door = self._door, None

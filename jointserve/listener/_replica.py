@@ -2,7 +2,8 @@
 
     __init__     `_init_listener(route, handler, host)`: nothing bound yet
     reconfigure  after the model (or joint model) is ready: `_publish()`; later calls only
-                 refresh (a version switch is a swap behind the same listener)
+                 refresh (a version switch is a swap behind the same listener); each call
+                 hands the heap the load freed back to the OS
     __del__      Serve calls it (awaited) before it stops the replica: withdraw, drain, close
     record_autoscaling_stats   the listener's requests in flight, which Serve's own count
                  cannot see (they never pass through Serve's request path)
@@ -17,6 +18,7 @@ import ray
 from ray import serve
 
 from jointserve.protocol import Handler
+from jointserve.runtime import release_free_memory
 
 from ._publication import Publication
 from ._server import Listener
@@ -32,7 +34,8 @@ def listen_host(configured: str) -> str:
 
 class ListenerReplica:
     """Gives a Serve deployment class its own listener, published under `route` and, for a
-    gateway that also answers its edge model's route, under `also` routes."""
+    gateway that also answers its edge model's route or the services it hosts, under `also`
+    routes."""
 
     _publication: Publication | None = None
     _also: dict[str, Publication] | None = None
@@ -48,15 +51,23 @@ class ListenerReplica:
         if not publication.key:
             publication.key = serve.get_replica_context().replica_id.unique_id
         await publication.publish()
-        if self._also is None:
-            self._also = {}
+        await self._unpublish_except(also)
         published = self._also
-        for route in sorted(set(published) - set(also)):
-            await published.pop(route).unpublish()
+        assert published is not None
         for route in sorted(set(also) - set(published)):
             extra = Publication(route, f"{publication.key}+{route}", publication.listener)
             await extra.publish()
             published[route] = extra
+        release_free_memory()  # what loading the model freed: this replica is ready now
+
+    async def _unpublish_except(self, keep: Collection[str]) -> None:
+        """Withdraw the `also` routes not in `keep` from the front door (each returns once
+        the front door stopped sending it here)."""
+        if self._also is None:
+            self._also = {}
+        published = self._also
+        for route in sorted(set(published) - set(keep)):
+            await published.pop(route).unpublish()
 
     async def __del__(self) -> None:
         for extra in (self._also or {}).values():

@@ -18,6 +18,7 @@ abandoned once no resource wants its model any more (deleted mid-download).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
@@ -48,6 +49,7 @@ from jointserve.api import (
 from jointserve.contract import BatchLimits, CloudTarget, app_name
 from jointserve.evaluation import cutoff_of
 from jointserve.protocol import LoadedModel
+from jointserve.runtime import release_free_memory
 from jointserve.store import ArtifactError, ArtifactStore, ProgressCallback, redact_url
 
 from ._calibrations import applied_calibration, calibrated, calibration_job, known_calibration
@@ -84,8 +86,8 @@ from ._serve_config import (
     ModelApp,
     ServeSettings,
     build_serve_config,
-    cohosted_edge_models,
     hand_over,
+    hosted_routes,
 )
 from ._status_store import StatusRecords
 
@@ -154,6 +156,10 @@ class Plan:
     verified: ModelApp | None = None
 
 
+# How often a pass hands the heap freed since back to the OS: a trim walks the arenas.
+TRIM_EVERY_S = 10.0
+
+
 @dataclass(frozen=True)
 class Desired:
     """One pass's decisions: the resources by kind, their plans, and the Serve config."""
@@ -163,8 +169,9 @@ class Desired:
     plans: dict[ResourceKey, Plan]
     joint_plans: dict[ResourceKey, JointPlan]
     config: dict
-    hosting: Hosting  # the edge models that gateways answer for
+    hosting: Hosting  # the routes gateways answer besides their own (edge models, services)
     hosts: dict[str, GatewayApp]  # the gateways of `config` that answer for one, by app name
+    gateways: dict[str, GatewayApp]  # every gateway of `config`, by app name
 
 
 class Reconciler:
@@ -208,10 +215,12 @@ class Reconciler:
         self._deployed: dict[ResourceKey, ModelApp] = {}  # last handed to Serve
         self._serving: dict[ResourceKey, ModelApp] = {}  # last seen RUNNING in Serve
         self._applied: dict | None = None
-        self._hosting = Hosting()  # the edge models gateways answer for, as last applied
+        self._hosting = Hosting()  # the routes gateways answer for others, as last applied
         self._hosts: dict[str, GatewayApp] = {}  # the gateways answering for them, as applied
+        self._gateways: dict[str, GatewayApp] = {}  # every gateway, as last applied
         self._up: set[str] = set()  # applications RUNNING under a config unchanged for a pass
         self._seen_running: set[str] = set()  # applications this operator saw RUNNING
+        self._next_trim = 0.0  # when a pass next hands freed heap back (release_free_memory)
         # Status records as last written, read from disk once: a pass runs every second, and
         # only records that changed need the disk again.
         self._records: dict[ResourceKey, dict] = {
@@ -227,8 +236,8 @@ class Reconciler:
         without applying it: `reconcile` applies it, `jointserve export rayservice` prints it,
         so both hand Serve the same verified versions. `deleting`: resources on their way out
         (not in `resources`), which services using them report. `at_once`: a config whose
-        applications all start together (an export): gateways host their edge models from
-        the start, not by the hand-over a running Serve needs (`hand_over`)."""
+        applications all start together (an export): gateways host edge models and services
+        from the start, not by the hand-over a running Serve needs (`hand_over`)."""
         models = {k: r for k, r in sorted(resources.items()) if isinstance(r, InferenceModel)}
         services = {k: r for k, r in sorted(resources.items()) if isinstance(r, JointInferenceService)}
         plans = {key: self._plan(key, model) for key, model in models.items()}
@@ -237,18 +246,20 @@ class Reconciler:
         model_apps = [p.app for p in plans.values() if p.app]
         gateway_apps = [p.app for p in joint_plans.values() if p.app]
         current = {g.app_name for g in gateway_apps}
-        # A deleted service's gateway that answers for its edge model stays until that
-        # model's own application is up (`hand_over`), as it was last applied.
+        # A deleted service's gateway that answers for others stays until their own
+        # applications are up (`hand_over`), as it was last applied.
         leaving = {name: g for name, g in self._hosts.items() if name not in current}
-        wanted = cohosted_edge_models(model_apps, gateway_apps, self._hosting.edge_routes)
+        wanted = hosted_routes(model_apps, gateway_apps, self._hosting.routes)
         hosting = (Hosting.at_once(wanted) if at_once else
                    hand_over(wanted, self._hosting, self._up, current | leaving.keys(),
-                             {m.app_name for m in model_apps}))
-        answering = set(hosting.edge_routes.values())
+                             current | {m.app_name for m in model_apps}))
+        answering = set(hosting.routes.values())
         gateway_apps += [g for name, g in leaving.items() if name in answering]
         hosts = {g.app_name: g for g in gateway_apps if g.app_name in answering}
-        config = build_serve_config(model_apps, self.settings, gateway_apps, hosting)
-        return Desired(models, services, plans, joint_plans, config, hosting, hosts)
+        config = build_serve_config(model_apps, self.settings, gateway_apps, hosting,
+                                    self._gateways)
+        return Desired(models, services, plans, joint_plans, config, hosting, hosts,
+                       {g.app_name: g for g in gateway_apps})
 
     def reconcile(self, resources: Mapping[ResourceKey, Resource],
                   deleting: Collection[ResourceKey] = frozenset()) -> dict[ResourceKey, Status]:
@@ -262,7 +273,7 @@ class Reconciler:
         before = {app["name"]: app for app in (self._applied or {}).get("applications", [])}
         steady = {app["name"] for app in config["applications"]
                   if before.get(app["name"]) == app and app["name"] in self._seen_running}
-        hosted = {model: host for model, host in desired.hosting.edge_routes.items()
+        hosted = {model: host for model, host in desired.hosting.routes.items()
                   if model in desired.hosting.without_own_app}
         steady |= {model for model, host in hosted.items() if host in steady}
         if config != self._applied:
@@ -270,6 +281,7 @@ class Reconciler:
             self.backend.apply(config)
             self._applied = config
             self._hosting, self._hosts = desired.hosting, desired.hosts
+            self._gateways = desired.gateways
         self._deployed = {k: p.verified for k, p in plans.items() if p.verified}
         served_states = self.backend.app_states()
         self._up = {name for name in steady
@@ -351,6 +363,9 @@ class Reconciler:
             del self._records[key]
             if key[0] == JointInferenceService.KIND:
                 self.backend.forget_service_counters(app_name(key))
+        if time.monotonic() >= self._next_trim:  # trial loads and evaluations freed heap
+            release_free_memory()
+            self._next_trim = time.monotonic() + TRIM_EVERY_S
         return out
 
     def _plan_services(self, services: Mapping[ResourceKey, JointInferenceService],
@@ -762,8 +777,8 @@ _FAILED = frozenset({"DEPLOY_FAILED", "UNHEALTHY"})
 
 
 def _with_hosted(states: dict[str, AppState], hosted: Mapping[str, str]) -> dict[str, AppState]:
-    """Serve's application states, an edge model a gateway hosts reported as that gateway's
-    application (its replicas are the model's)."""
+    """Serve's application states, an edge model or a service a gateway hosts reported as
+    that gateway's application (its replicas are theirs)."""
     return states | {model: states[host] for model, host in hosted.items() if host in states}
 
 

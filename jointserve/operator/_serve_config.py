@@ -31,6 +31,7 @@ from jointserve.contract import (
     CloudTarget,
     FrontDoorArgs,
     GatewayConfig,
+    JointServiceConfig,
     ModelReplicaConfig,
     ServerConfig,
     route_prefix,
@@ -111,31 +112,49 @@ class GatewayApp:
     autoscaling: Autoscaling | None = None
 
 
-def cohosted_edge_models(models: Sequence[ModelApp], gateways: Sequence[GatewayApp],
-                         hosting: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The edge models that a gateway serves in its own replicas: model app -> gateway app.
+def hosted_routes(models: Sequence[ModelApp], gateways: Sequence[GatewayApp],
+                  hosting: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The routes a gateway's replicas answer besides their own service's: application ->
+    gateway application. A Serve replica is ~120 MiB of PSS, and an edge box has 2-8 GiB.
 
-    A gateway runs its edge model in process already. Where the InferenceModel's replicas
-    would be placed and scaled exactly as the gateway's are (same count or autoscaling, same
-    nodeSelector, no batching) and the gateway runs the version the model serves, the
-    gateway's replicas also answer the model's own route and the model gets no replica of
-    its own: a Serve replica is ~120 MiB of PSS, and an edge box has 2-8 GiB.
+    Gateways that run the same edge version, placed and scaled alike (`_alike`), share one
+    application, the host's: its replicas answer every one of those services over one
+    loaded edge model, and the others (guests) get no replicas of their own. The host also
+    answers the edge InferenceModel's own route where that model's replicas would be placed
+    and scaled as the gateway's are and do no batching (`_can_host`): it runs that model in
+    process already.
 
-    `hosting`: the map applied last. A gateway that hosts a model keeps it while it can (a
-    move would leave the model's route without a listener until the new host publishes
-    it); otherwise the first able gateway by application name hosts it.
+    `hosting`: the map applied last. A host keeps hosting while it can (a move would leave
+    routes without a listener until the new host publishes them); otherwise the first of the
+    group by application name hosts.
     """
     by_app = {m.app_name: m for m in models}
-    previous = hosting or {}
-    able = [g for g in sorted(gateways, key=lambda g: g.app_name)
-            if _can_host(g, by_app.get(g.edge.app_name))]
-    hosts: dict[str, str] = {}
-    for gateway in sorted(able, key=lambda g: previous.get(g.edge.app_name) != g.app_name):
-        hosts.setdefault(gateway.edge.app_name, gateway.app_name)
-    return hosts
+    hosts_before = set((hosting or {}).values())
+    groups: list[list[GatewayApp]] = []
+    for gateway in sorted(gateways, key=lambda g: g.app_name):
+        group = next((members for members in groups if _alike(members[0], gateway)), None)
+        if group is None:
+            groups.append([gateway])
+        else:
+            group.append(gateway)
+    routes: dict[str, str] = {}
+    for members in groups:
+        host = next((g for g in members if g.app_name in hosts_before), members[0])
+        routes |= {g.app_name: host.app_name for g in members if g is not host}
+        model = by_app.get(host.edge.app_name)
+        if model is not None and _can_host(host, model):
+            routes[model.app_name] = host.app_name
+    return routes
 
 
-def _can_host(gateway: GatewayApp, model: ModelApp | None) -> bool:
+def _alike(one: GatewayApp, other: GatewayApp) -> bool:
+    """Could one gateway's replicas answer the other's service: the same edge version,
+    placed and scaled the same way?"""
+    return ((one.edge, one.replicas, one.autoscaling, one.node_selector)
+            == (other.edge, other.replicas, other.autoscaling, other.node_selector))
+
+
+def _can_host(gateway: GatewayApp, model: ModelApp) -> bool:
     edge = gateway.edge
     return (model == edge and edge.layer == "edge" and edge.batching.max_batch_size == 1
             and (edge.replicas, edge.autoscaling, edge.node_selector)
@@ -144,10 +163,11 @@ def _can_host(gateway: GatewayApp, model: ModelApp | None) -> bool:
 
 @dataclass(frozen=True)
 class Hosting:
-    """Which gateway answers which edge model's route (model app -> gateway app), and which
-    of those models have no application of their own."""
+    """Which gateway answers which other application's route (an edge model's or a hosted
+    service's: application -> gateway application), and which of those applications have
+    no replicas of their own."""
 
-    edge_routes: Mapping[str, str] = field(default_factory=dict)
+    routes: Mapping[str, str] = field(default_factory=dict)
     without_own_app: frozenset[str] = frozenset()
 
     @classmethod
@@ -157,50 +177,66 @@ class Hosting:
 
 
 def hand_over(wanted: Mapping[str, str], applied: Hosting, up: Collection[str],
-              gateways: Collection[str], models: Collection[str]) -> Hosting:
-    """One step from the `applied` hosting towards the `wanted` one that never leaves an edge
-    model's route without a listener: a gateway answers a model's route once its application
-    is up; the model's own application goes once a config in which that gateway answers
-    was applied and the gateway is up after it; the other way, the hosting gateway answers
-    until the model's own application is up again, a deleted one too.
+              gateways: Collection[str], owners: Collection[str]) -> Hosting:
+    """One step from the `applied` hosting towards the `wanted` one that never leaves a
+    route without a listener: a gateway answers a route once its application is up; the
+    route's own application goes once a config in which that gateway answers was applied
+    and the gateway is up after it; the other way, the hosting gateway answers until the
+    route's own application is up again, a deleted gateway too. A route moving to another
+    host goes back to its own application first.
 
     `up`: applications RUNNING under a config left as it was for a whole pass; `gateways`:
     the gateway applications this config can hold, the deleted ones that host included;
-    `models`: the model applications of this config (a deleted model needs no listener).
+    `owners`: the applications of this config whose routes need a listener (a deleted
+    resource's do not).
     """
     routes: dict[str, str] = {}
     without: set[str] = set()
-    for model, host in wanted.items():
-        if applied.edge_routes.get(model) == host:  # it answers already: a version switch
-            routes[model] = host                     # or other change leaves it so
-            if model in applied.without_own_app or host in up:
-                without.add(model)
-        elif host in up:
-            routes[model] = host
-    for model, host in applied.edge_routes.items():
-        if model not in routes and host in gateways and model in models and model not in up:
-            routes[model] = host  # until the model's own application is up
+    for owner, host in wanted.items():
+        before = applied.routes.get(owner)
+        if before == host:  # it answers already: a version switch or other change leaves it so
+            routes[owner] = host
+            if owner in applied.without_own_app or host in up:
+                without.add(owner)
+        elif (before is None or owner in up) and host in up:
+            routes[owner] = host
+    for owner, host in applied.routes.items():
+        if owner not in routes and host in gateways and owner in owners and owner not in up:
+            routes[owner] = host  # until the route's own application is up
     return Hosting(routes, frozenset(without))
 
 
 def build_serve_config(models: list[ModelApp], settings: ServeSettings,
                        gateways: Sequence[GatewayApp] = (),
-                       hosting: Hosting | None = None) -> dict[str, Any]:
+                       hosting: Hosting | None = None,
+                       applied: Mapping[str, GatewayApp] | None = None) -> dict[str, Any]:
     """The whole desired Serve state: the server app plus one app per model and per service,
-    but none for an edge model a gateway hosts (`hosting`; by default
-    `cohosted_edge_models` at once).
+    but none for a route a gateway answers alone (`hosting`; by default `hosted_routes` at
+    once).
+
+    `applied`: the gateways as last applied, by application. A service leaving its host
+    (moved out of its group) is answered there as it was applied until its own application
+    is up: its new edge model or placement is not the host's.
 
     Applications absent from the config are deleted by Serve when it is applied, which is
     how a removed resource loses its application.
     """
     if hosting is None:
-        hosting = Hosting.at_once(cohosted_edge_models(models, gateways))
+        hosting = Hosting.at_once(hosted_routes(models, gateways))
     without = hosting.without_own_app
-    served = ({m.model_name: hosting.edge_routes[m.app_name] if m.app_name in without
-               else m.app_name for m in models}
-              | {g.service: g.app_name for g in gateways})
-    own = [m for m in models if m.app_name not in without]
-    hosts = set(hosting.edge_routes.values())
+    routes = hosting.routes
+    served = ({m.model_name: routes[m.app_name] if m.app_name in without else m.app_name
+               for m in models}
+              | {g.service: routes[g.app_name] if g.app_name in without else g.app_name
+                 for g in gateways})
+    by_app = {g.app_name: g for g in gateways}
+    model_apps = {m.app_name for m in models}
+
+    def guests(host: GatewayApp) -> list[GatewayApp]:
+        hosted = [by_app[app] for app, to in sorted(routes.items()) if to == host.app_name
+                  and app in by_app]
+        return [g if _alike(g, host) else (applied or {}).get(g.app_name, g) for g in hosted]
+
     return {
         # HTTP comes in through the front door (the server application's HAProxy), never
         # through Serve's own proxies.
@@ -208,9 +244,13 @@ def build_serve_config(models: list[ModelApp], settings: ServeSettings,
         "http_options": {"host": settings.host, "port": settings.port},
         "applications": [_quiet(app) for app in
                          [_server_app(served, settings)]
-                         + [_model_app(m, settings) for m in sorted(own, key=lambda m: m.app_name)]
-                         + [_gateway_app(g, settings, g.app_name in hosts)
-                            for g in sorted(gateways, key=lambda g: g.app_name)]],
+                         + [_model_app(m, settings) for m in sorted(models, key=lambda m: m.app_name)
+                            if m.app_name not in without]
+                         + [_gateway_app(g, settings, guests(g),
+                                         edge_route=routes.get(g.edge.app_name) == g.app_name
+                                         and g.edge.app_name in model_apps)
+                            for g in sorted(gateways, key=lambda g: g.app_name)
+                            if g.app_name not in without]],
     }
 
 
@@ -294,9 +334,8 @@ def _model_app(model: ModelApp, settings: ServeSettings) -> dict[str, Any]:
     }
 
 
-def _gateway_app(gateway: GatewayApp, settings: ServeSettings,
+def _gateway_app(gateway: GatewayApp, settings: ServeSettings, guests: Sequence[GatewayApp] = (),
                  edge_route: bool = False) -> dict[str, Any]:
-    edge = gateway.edge
     return {
         "name": gateway.app_name,
         "route_prefix": route_prefix(gateway.service),
@@ -307,14 +346,9 @@ def _gateway_app(gateway: GatewayApp, settings: ServeSettings,
                 "name": GATEWAY_DEPLOYMENT,
                 **_replicas(gateway.replicas, gateway.autoscaling),
                 "user_config": user_config(GatewayConfig(
-                    service=gateway.service,
-                    stats_key=gateway.app_name,
-                    edge=edge.artifact(settings.store_root),
-                    edge_info=edge.info,
-                    cloud=gateway.cloud,
-                    spec=gateway.spec,
-                    calibration=gateway.calibration,
-                    router=_router_ref(gateway.router, settings.store_root),
+                    edge=gateway.edge.artifact(settings.store_root),
+                    edge_info=gateway.edge.info,
+                    services=tuple(_service_config(g, settings) for g in (gateway, *guests)),
                     edge_route=edge_route,
                 )),
                 # The edge model runs in the gateway: it goes where edge models go.
@@ -322,6 +356,17 @@ def _gateway_app(gateway: GatewayApp, settings: ServeSettings,
             }
         ],
     }
+
+
+def _service_config(gateway: GatewayApp, settings: ServeSettings) -> JointServiceConfig:
+    return JointServiceConfig(
+        service=gateway.service,
+        stats_key=gateway.app_name,
+        cloud=gateway.cloud,
+        spec=gateway.spec,
+        calibration=gateway.calibration,
+        router=_router_ref(gateway.router, settings.store_root),
+    )
 
 
 def _router_ref(router: RouterArtifact | None, store_root: str) -> ArtifactRef | None:

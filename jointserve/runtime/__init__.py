@@ -6,6 +6,7 @@ terms, and `run` is safe to call from several threads. `oip_datatype` / `numpy_d
 translate between OIP datatype strings and numpy. `build_pipeline` compiles a service's
 pre/post-processing steps (jointserve.api.PreStep / PostStep) into a numpy `Pipeline`.
 `run_batch` and its helpers stack many requests' tensors into one model call.
+`release_free_memory` hands the heap a load freed back to the OS.
 """
 
 from ._batching import Feeds, batch_rows, run_batch, split_outputs, stack_feeds, stackable_groups
@@ -17,6 +18,7 @@ from ._onnx import (
     numpy_dtype,
     oip_datatype,
 )
+from ._memory import release_free_memory
 from ._steps import MAX_IMAGE_PIXELS, Pipeline, StepInputError, build_pipeline, nms_indices
 
 __all__ = [
@@ -37,4 +39,5 @@ __all__ = [
     "nms_indices",
     "numpy_dtype",
     "oip_datatype",
+    "release_free_memory",
 ]

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from jointserve.api import ImageDecode, Nms, Normalize, PostStep, PreStep, Softmax, TopK
 
@@ -28,11 +28,14 @@ from ._onnx import TensorSpec
 # own guard (warning at ~89 MP, error at twice that) is process-global and too lax for a server.
 MAX_IMAGE_PIXELS = 40_000_000
 _FORMATS = ("PNG", "JPEG")
-_RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-}
+
+
+def _pillow() -> ModuleType:
+    """PIL.Image, imported by the first imageDecode step compiled: a process without one
+    (the server and cloud replicas, most gateways) does not carry its ~5 MiB of PSS."""
+    from PIL import Image
+
+    return Image
 
 Tensors = dict[str, np.ndarray]
 Labels = Sequence[str] | None
@@ -127,7 +130,8 @@ def _tensor(tensors: Tensors, where: str, role: str, name: str) -> np.ndarray:
 def _image_decode(where: str, spec: ImageDecode) -> Run:
     size = (spec.width, spec.height)
     channels = 3 if spec.mode == "RGB" else 1
-    resample = _RESAMPLE[spec.resample]
+    image = _pillow()
+    resample = image.Resampling[spec.resample.upper()]
 
     def run(tensors: Tensors, _labels: Labels) -> None:
         encoded = _tensor(tensors, where, "input", spec.input)
@@ -140,7 +144,7 @@ def _image_decode(where: str, spec: ImageDecode) -> Run:
         # Decode straight into the output buffer: one array, no per-image stacking copy.
         hwc = np.empty((items.size, spec.height, spec.width, channels), dtype=np.float32)
         for n, item in enumerate(items):
-            pixels = _decode_one(where, spec.input, n, item, spec.mode, size, resample)
+            pixels = _decode_one(image, where, spec.input, n, item, spec.mode, size, resample)
             hwc[n] = pixels.reshape(spec.height, spec.width, channels)
         del tensors[spec.input]
         tensors[spec.output] = _layout(hwc, spec.layout)
@@ -149,7 +153,8 @@ def _image_decode(where: str, spec: ImageDecode) -> Run:
 
 
 def _decode_one(
-    where: str, name: str, n: int, item: object, mode: str, size: tuple[int, int], resample: int
+    pil: ModuleType, where: str, name: str, n: int, item: object, mode: str,
+    size: tuple[int, int], resample: int
 ) -> np.ndarray:
     if not isinstance(item, (bytes, bytearray, memoryview)):
         raise StepInputError(
@@ -157,7 +162,7 @@ def _decode_one(
         )
     try:
         # formats=: never hand request bytes to pillow's other (rarely fuzzed) decoders.
-        with Image.open(io.BytesIO(item), formats=_FORMATS) as image:
+        with pil.open(io.BytesIO(item), formats=_FORMATS) as image:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise StepInputError(
@@ -170,7 +175,7 @@ def _decode_one(
             return np.asarray(converted)
     except StepInputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+    except (pil.UnidentifiedImageError, pil.DecompressionBombError, OSError, ValueError) as exc:
         raise StepInputError(
             f"{where}: input {name!r} element {n} is not a PNG or JPEG image ({exc})"
         ) from None
