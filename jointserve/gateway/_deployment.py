@@ -39,10 +39,9 @@ class JointGateway(ListenerReplica):
     def __init__(self, service: str, listen_host: str = "") -> None:
         self.service = service
         self._init_listener(service, self.handle, listen_host)
-        replica = serve.get_replica_context().replica_id.unique_id
-        self._replica = replica
+        self._replica = serve.get_replica_context().replica_id.unique_id
         # The application's own service, then the services it hosts (`_guests`).
-        self._own = GatewayService(service, replica)
+        self._own = GatewayService(service, self._replica)
         self._guests: dict[str, GatewayService] = {}
         # The edge InferenceModel's own route, when this gateway answers it (edge_route).
         self._edge_endpoint: ModelEndpoint | None = None
@@ -58,25 +57,25 @@ class JointGateway(ListenerReplica):
         if config == self._config:
             return
         edge = await self._edge_model(config.edge, config.edge_info)
-        own = config.service(self.service)
-        guests = {s.service: s for s in config.services if s.service != self.service}
+        config.service(self.service)  # KeyError naming it: a config for another application
+        guests = [s.service for s in config.services if s.service != self.service]
         services = {name: self._guests.get(name) or GatewayService(name, self._replica)
                     for name in guests}
-        for name, entry in [(self.service, own), *guests.items()]:
-            await (self._own if name == self.service else services[name]).prepare(
-                entry, edge, self._routes)
+        answering = {self.service: self._own, **services}
+        for entry in config.services:
+            await answering[entry.service].prepare(entry, edge, self._routes)
         routes = [*guests, *([config.edge.model_name] if config.edge_route else [])]
         # What this replica stops answering leaves the front door first: no request for it
         # arrives after it is gone from here.
         await self._unpublish_except(routes)
-        for service in (self._own, *services.values()):
+        for service in answering.values():
             service.install()
         for name in set(self._guests) - set(services):
             self._guests[name].close()
         self._guests = services
         self._edge_endpoint = self._own_edge_endpoint(config, edge)
         self._config = config
-        if any(s.cloud_urls is not None for s in (self._own, *services.values())):
+        if any(s.cloud_urls is not None for s in answering.values()):
             self._follow_listeners()
         await self._publish(also=routes)
 

@@ -170,7 +170,6 @@ class Desired:
     joint_plans: dict[ResourceKey, JointPlan]
     config: dict
     hosting: Hosting  # the routes gateways answer besides their own (edge models, services)
-    hosts: dict[str, GatewayApp]  # the gateways of `config` that answer for one, by app name
     gateways: dict[str, GatewayApp]  # every gateway of `config`, by app name
 
 
@@ -216,7 +215,6 @@ class Reconciler:
         self._serving: dict[ResourceKey, ModelApp] = {}  # last seen RUNNING in Serve
         self._applied: dict | None = None
         self._hosting = Hosting()  # the routes gateways answer for others, as last applied
-        self._hosts: dict[str, GatewayApp] = {}  # the gateways answering for them, as applied
         self._gateways: dict[str, GatewayApp] = {}  # every gateway, as last applied
         self._up: set[str] = set()  # applications RUNNING under a config unchanged for a pass
         self._seen_running: set[str] = set()  # applications this operator saw RUNNING
@@ -248,17 +246,18 @@ class Reconciler:
         current = {g.app_name for g in gateway_apps}
         # A deleted service's gateway that answers for others stays until their own
         # applications are up (`hand_over`), as it was last applied.
-        leaving = {name: g for name, g in self._hosts.items() if name not in current}
+        hosts = set(self._hosting.routes.values())
+        leaving = {name: g for name, g in self._gateways.items()
+                   if name in hosts and name not in current}
         wanted = hosted_routes(model_apps, gateway_apps, self._hosting.routes)
         hosting = (Hosting.at_once(wanted) if at_once else
                    hand_over(wanted, self._hosting, self._up, current | leaving.keys(),
                              current | {m.app_name for m in model_apps}))
         answering = set(hosting.routes.values())
         gateway_apps += [g for name, g in leaving.items() if name in answering]
-        hosts = {g.app_name: g for g in gateway_apps if g.app_name in answering}
         config = build_serve_config(model_apps, self.settings, gateway_apps, hosting,
                                     self._gateways)
-        return Desired(models, services, plans, joint_plans, config, hosting, hosts,
+        return Desired(models, services, plans, joint_plans, config, hosting,
                        {g.app_name: g for g in gateway_apps})
 
     def reconcile(self, resources: Mapping[ResourceKey, Resource],
@@ -280,8 +279,7 @@ class Reconciler:
             log.info("applying Serve config with %d application(s)", len(config["applications"]))
             self.backend.apply(config)
             self._applied = config
-            self._hosting, self._hosts = desired.hosting, desired.hosts
-            self._gateways = desired.gateways
+            self._hosting, self._gateways = desired.hosting, desired.gateways
         self._deployed = {k: p.verified for k, p in plans.items() if p.verified}
         served_states = self.backend.app_states()
         self._up = {name for name in steady

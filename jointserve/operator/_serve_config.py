@@ -230,7 +230,6 @@ def build_serve_config(models: list[ModelApp], settings: ServeSettings,
               | {g.service: routes[g.app_name] if g.app_name in without else g.app_name
                  for g in gateways})
     by_app = {g.app_name: g for g in gateways}
-    model_apps = {m.app_name for m in models}
 
     def guests(host: GatewayApp) -> list[GatewayApp]:
         hosted = [by_app[app] for app, to in sorted(routes.items()) if to == host.app_name
@@ -247,8 +246,7 @@ def build_serve_config(models: list[ModelApp], settings: ServeSettings,
                          + [_model_app(m, settings) for m in sorted(models, key=lambda m: m.app_name)
                             if m.app_name not in without]
                          + [_gateway_app(g, settings, guests(g),
-                                         edge_route=routes.get(g.edge.app_name) == g.app_name
-                                         and g.edge.app_name in model_apps)
+                                         edge_route=routes.get(g.edge.app_name) == g.app_name)
                             for g in sorted(gateways, key=lambda g: g.app_name)
                             if g.app_name not in without]],
     }
