@@ -193,7 +193,7 @@ class JointServe:
 
     def add_batching_services(self) -> None:
         """The cloud models with and without batching (digits and heavy) and a CloudOnly
-        service over each; returns once all are ready."""
+        service over each; returns once all are ready and handed over to their gateway."""
         assert self.heavy is not None, "start() stages the heavy archive"
         batched = self.model_doc("digits-cloud")
         batched["metadata"]["name"] = batched["spec"]["modelName"] = "digits-cloud-batched"
@@ -206,6 +206,7 @@ class JointServe:
         self.write(self.service_doc("heavy-batched", "CloudOnly", cloud={"name": "cloud-heavy-batched"}))
         self.write(self.service_doc("heavy-unbatched", "CloudOnly", cloud={"name": "cloud-heavy-unbatched"}))
         self.wait_ready(BATCHING_SERVICES)
+        self.wait_settled()
 
 
 def _answers(client: httpx.Client, path: str) -> bool:
