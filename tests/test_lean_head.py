@@ -40,8 +40,8 @@ def test_serve_works_on_the_lean_head(serve_backend) -> None:
     assert status.proxies == {}  # no Serve proxy either: HAProxy routes
 
 
-def test_the_heads_processes_share_two_malloc_arenas(serve_backend) -> None:
-    from jointserve.operator._lean_head import MALLOC_ARENAS
+def test_the_heads_processes_share_two_malloc_arenas_and_fixed_thresholds(serve_backend) -> None:
+    from jointserve.operator._lean_head import MALLOC_ARENAS, MALLOC_THRESHOLDS
 
     raylets = []
     for pid in live_descendants(os.getpid()):
@@ -52,4 +52,6 @@ def test_the_heads_processes_share_two_malloc_arenas(serve_backend) -> None:
             continue  # gone since the walk
     assert raylets, "no raylet below this process"
     # workers inherit the raylet's environment
-    assert all(f"MALLOC_ARENA_MAX={MALLOC_ARENAS}".encode() in env for env in raylets)
+    wanted = {"MALLOC_ARENA_MAX": MALLOC_ARENAS, **MALLOC_THRESHOLDS}
+    for name, value in wanted.items():
+        assert all(f"{name}={value}".encode() in env for env in raylets), name

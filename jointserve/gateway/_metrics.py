@@ -19,9 +19,9 @@ samples at c=8 (py-spy, issue 12).
 
 The Sedna-style counters in the status (inferenceNumber, hardExampleNumber, ...) need totals
 over all gateway replicas. Each replica keeps cumulative counts and reports them, at most once
-a second and off the request path, to the cluster's listener registry (a named Ray actor,
-`jointserve.listener`); the operator reads the totals from it on each pass. Cumulative reports keyed by replica make a lost or repeated report
-harmless.
+a second and off the request path, into Ray's GCS (jointserve.registry.report_counters); the
+operator sums them on each pass. Cumulative reports keyed by replica make a lost or repeated
+report harmless.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import logging
 from collections import Counter
 
 from jointserve.api import ServiceCounters
-from jointserve.registry import listener_registry
+from jointserve.registry import report_counters
 
 from ._joint import Outcome
 
@@ -169,9 +169,8 @@ class GatewayMetrics:
             self._last_breaker = state
 
     async def report_forever(self) -> None:
-        """Send the counters to the registry whenever they changed, about once a second."""
+        """Report the counters whenever they changed, about once a second."""
         sent: Counters | None = None
-        registry = None
         while True:
             await asyncio.sleep(REPORT_INTERVAL_S)
             self.flush()
@@ -179,9 +178,7 @@ class GatewayMetrics:
                 continue
             snapshot = self.counters.model_copy()
             try:
-                registry = registry or await asyncio.to_thread(listener_registry)
-                await registry.report.remote(self.stats_key, self.replica_id, snapshot.model_dump())
+                await asyncio.to_thread(report_counters, self.stats_key, self.replica_id, snapshot)
                 sent = snapshot
-            except Exception as exc:  # noqa: BLE001 - registry restarting: try again later
-                registry = None
+            except Exception as exc:  # noqa: BLE001 - GCS unreachable: try again later
                 log.debug("stats report for %s not delivered: %s", self.service, exc)

@@ -9,10 +9,9 @@ from typing import Any
 
 import ray
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 from ray.serve.schema import ServeDeploySchema
 
-from jointserve.registry import listener_registry
+from jointserve.registry import counter_totals, forget_counters
 
 from ._fate import guard_this_process
 from ._ingress import use_serve_env
@@ -21,9 +20,6 @@ from ._serve_config import FRONT_DOOR_RESOURCE, LAYER_RESOURCES
 
 log = logging.getLogger(__name__)
 
-
-# How long the operator's thread waits for one answer of the listener registry.
-_REGISTRY_CALL_S = 10.0
 
 # Enough of each layer resource for any realistic number of replicas per node.
 _LOCAL_LAYER_CAPACITY = 1000
@@ -72,13 +68,10 @@ class ServeBackend:
         from ray.serve.context import _get_global_client
 
         self._client = _get_global_client()
-        # The listener registry, which also keeps the gateways' counters.
-        self._stats: DeploymentHandle | None = None
-        # One thread asks for them, so that a pass never waits on the server replica.
+        # One thread reads the gateways' counters, so that a pass never waits on the GCS.
         self._asking = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jointserve-counters")
         self._counters: dict[str, dict[str, int]] = {}
         self._counters_asked: Future | None = None
-        self._counters_answered = False
 
     def apply(self, config: dict[str, Any]) -> None:
         """Validate with Ray's own schema and hand the whole desired state to the controller."""
@@ -111,21 +104,10 @@ class ServeBackend:
                 return self._counters
             try:
                 self._counters = asked.result()
-                self._counters_answered = True
             except Exception as exc:  # noqa: BLE001 - stale counters beat a failed pass
-                # Before the first answer the server application is still coming up.
-                level = logging.WARNING if self._counters_answered else logging.DEBUG
-                log.log(level, "gateway counters not available: %r", exc)
-        self._counters_asked = self._asking.submit(lambda: self._registry().totals.remote()
-                                                   .result(timeout_s=_REGISTRY_CALL_S))
+                log.warning("gateway counters not available: %r", exc)
+        self._counters_asked = self._asking.submit(counter_totals)
         return self._counters
 
     def forget_service_counters(self, app_name: str) -> None:
-        self._asking.submit(lambda: self._registry().forget.remote(app_name)
-                            .result(timeout_s=_REGISTRY_CALL_S))
-
-    def _registry(self) -> DeploymentHandle:
-        """The handle, made on first use."""
-        if self._stats is None:
-            self._stats = listener_registry()
-        return self._stats
+        self._asking.submit(forget_counters, app_name)

@@ -6,7 +6,7 @@
 
 The table lives in the server application's replica (jointserve.ingress.OipServer is a
 ListenerRegistry), beside the front door that programs HAProxy from it; the other replicas
-and the operator reach it through a Serve DeploymentHandle (`listener_registry`). So it is
+reach it through a Serve DeploymentHandle (`listener_registry`). So it is
 part of the Serve config and works the same in every home: embedded mode, the Kubernetes
 operator's cluster, and a KubeRay RayService where no jointserve operator runs. It used to
 be a detached Ray actor of its own; every Ray actor is a Python process (~70 MiB PSS), and the
@@ -16,10 +16,6 @@ Entries are leases: a replica refreshes its own every HEARTBEAT_S, and one not r
 ENTRY_TTL_S (a SIGKILLed replica, a lost node) is dropped. The proxy's health checks take a
 dead listener out of rotation long before that; the lease only keeps the table from growing
 stale, and the heartbeats refill a table that a restarted server replica lost.
-
-It also keeps the gateways' counters for the resource status (`report`, `totals`): each
-gateway replica reports its cumulative counts about once a second, the operator reads the
-totals.
 """
 
 from __future__ import annotations
@@ -31,7 +27,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from jointserve.api import ServiceCounters
 from jointserve.contract import SERVER_APP, SERVER_DEPLOYMENT
 
 if TYPE_CHECKING:
@@ -64,7 +59,7 @@ class ListenerRegistry:
     """route -> {replica key: address}, versioned: every change bumps `version`.
 
     Its methods are the server deployment's: called through a DeploymentHandle from other
-    replicas and the operator, directly by the front door in the same replica. All of them
+    replicas, directly by the front door in the same replica. All of them
     run on that replica's event loop.
     """
 
@@ -74,7 +69,6 @@ class ListenerRegistry:
         self._changed = asyncio.Event()
         self._acks: dict[str, tuple[int, float]] = {}  # front door -> (version, when)
         self._expiring: asyncio.Task | None = None
-        self._reports: dict[str, dict[str, dict[str, int]]] = {}  # service -> replica -> counts
 
     async def publish(self, key: str, route: str, address: str) -> int:
         """Add or refresh replica `key`'s listener; returns the version that holds it."""
@@ -111,23 +105,6 @@ class ListenerRegistry:
         now = time.monotonic()
         live = [acked for acked, when in self._acks.values() if now - when < DOOR_TTL_S]
         return all(acked >= version for acked in live)
-
-    # -- gateway counters ----------------------------------------------------------------
-
-    async def report(self, service: str, replica_id: str, counters: dict[str, int]) -> None:
-        """Replica `replica_id` of `service` has counted `counters` so far (cumulative: a
-        lost or repeated report is harmless)."""
-        self._reports.setdefault(service, {})[replica_id] = counters
-
-    async def totals(self) -> dict[str, dict[str, int]]:
-        """Each service's counters, summed over its replicas."""
-        return {service: {name: sum(counts.get(name, 0) for counts in replicas.values())
-                          for name in ServiceCounters.model_fields}
-                for service, replicas in self._reports.items()}
-
-    async def forget(self, service: str) -> None:
-        """The service was deleted: a new one of the same name starts from zero."""
-        self._reports.pop(service, None)
 
     def _routes(self) -> Routes:
         routes: Routes = {}
