@@ -41,7 +41,7 @@ def test_serve_works_on_the_lean_head(serve_backend) -> None:
 
 
 def test_the_heads_processes_share_two_malloc_arenas_and_fixed_thresholds(serve_backend) -> None:
-    from jointserve.operator._lean_head import MALLOC_ARENAS, MALLOC_THRESHOLDS
+    from jointserve.operator._lean_head import MALLOC_ENV
 
     raylets = []
     for pid in live_descendants(os.getpid()):
@@ -52,6 +52,5 @@ def test_the_heads_processes_share_two_malloc_arenas_and_fixed_thresholds(serve_
             continue  # gone since the walk
     assert raylets, "no raylet below this process"
     # workers inherit the raylet's environment
-    wanted = {"MALLOC_ARENA_MAX": MALLOC_ARENAS, **MALLOC_THRESHOLDS}
-    for name, value in wanted.items():
+    for name, value in MALLOC_ENV.items():
         assert all(f"{name}={value}".encode() in env for env in raylets), name

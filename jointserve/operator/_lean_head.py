@@ -34,26 +34,30 @@ class _HeadWithoutApiServer(Node):
         self._webui_url = None
 
 
-# glibc gives each thread that allocates an arena of its own, up to 8 per core. A Ray
-# worker has ~35 threads (gRPC, core worker IO) and the Python work is on one of them:
-# two arenas took ~27 MiB of PSS off `make serve` (1,007 -> 980 MiB, 12 processes).
-MALLOC_ARENAS = "2"
-
-# glibc serves a block >= the mmap threshold (128 KiB at start) from a mapping of its own,
-# unmapped when freed. Each time such a block is freed it raises the threshold (up to 32 MiB),
-# and from then on blocks of that size come from the heap, where a freed one stays resident
-# until the top of the heap is free. Pinning both thresholds at their start values keeps large
-# blocks in mappings: the runner's memory step measured 812 and 810 MiB against 820 and 828
-# (interleaved runs), mostly in the dashboard agent (103 -> 96 MiB) and Serve's controller;
-# 1 MiB instead of 128 KiB gave 821 and 826. The hot path allocates far below either.
-MALLOC_THRESHOLDS = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+# The glibc malloc settings the head's processes inherit (unless already set):
+#
+# - MALLOC_ARENA_MAX: glibc gives each thread that allocates an arena of its own, up to 8
+#   per core. A Ray worker has ~35 threads (gRPC, core worker IO) and the Python work is on
+#   one of them: two arenas took ~27 MiB of PSS off `make serve` (1,007 -> 980 MiB).
+# - MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_: glibc serves a block >= the mmap
+#   threshold (128 KiB at start) from a mapping of its own, unmapped when freed. Each time
+#   such a block is freed it raises the threshold (up to 32 MiB), and from then on blocks of
+#   that size come from the heap, where a freed one stays resident until the top of the heap
+#   is free. Pinned at their start values, the runner's memory step measured 812 and 810 MiB
+#   against 820 and 828 (interleaved runs), mostly the dashboard agent (103 -> 96 MiB) and
+#   Serve's controller; 1 MiB instead of 128 KiB gave 821 and 826. The full run after it
+#   showed no hot-path cost (ratios against the baselines as before, heavy batching 4.43x).
+MALLOC_ENV = {
+    "MALLOC_ARENA_MAX": "2",
+    "MALLOC_MMAP_THRESHOLD_": "131072",
+    "MALLOC_TRIM_THRESHOLD_": "131072",
+}
 
 
 def start_lean_head(num_cpus: int | None, resources: dict[str, float], **init: Any) -> None:
     """Start a local head without monitor, log monitor and dashboard; connect this driver.
-    Its processes inherit MALLOC_ARENA_MAX and MALLOC_THRESHOLDS (unless already set)."""
-    os.environ.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENAS)
-    for name, value in MALLOC_THRESHOLDS.items():
+    Its processes inherit MALLOC_ENV."""
+    for name, value in MALLOC_ENV.items():
         os.environ.setdefault(name, value)
     params = RayParams(num_cpus=num_cpus, resources=resources, include_dashboard=False,
                        no_monitor=True, include_log_monitor=False)

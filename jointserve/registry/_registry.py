@@ -6,10 +6,10 @@
 
 The table lives in the server application's replica (jointserve.ingress.OipServer is a
 ListenerRegistry), beside the front door that programs HAProxy from it; the other replicas
-reach it through a Serve DeploymentHandle (`listener_registry`). So it is
-part of the Serve config and works the same in every home: embedded mode, the Kubernetes
-operator's cluster, and a KubeRay RayService where no jointserve operator runs. It used to
-be a detached Ray actor of its own; every Ray actor is a Python process (~70 MiB PSS), and the
+reach it through a Serve DeploymentHandle (`listener_registry`). So it is part of the Serve
+config and works the same in every home: embedded mode, the Kubernetes operator's cluster,
+and a KubeRay RayService where no jointserve operator runs. It used to be a detached Ray
+actor of its own; every Ray actor is a Python process (~70 MiB PSS), and the
 embedded stack has to fit on edge boxes.
 
 Entries are leases: a replica refreshes its own every HEARTBEAT_S, and one not refreshed for
@@ -59,8 +59,8 @@ class ListenerRegistry:
     """route -> {replica key: address}, versioned: every change bumps `version`.
 
     Its methods are the server deployment's: called through a DeploymentHandle from other
-    replicas, directly by the front door in the same replica. All of them
-    run on that replica's event loop.
+    replicas, directly by the front door in the same replica. All of them run on that
+    replica's event loop.
     """
 
     def __init__(self) -> None:
