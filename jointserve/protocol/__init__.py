@@ -21,6 +21,7 @@ from ._dataplane import (
 from ._errors import InferenceError, InvalidInput, MethodNotAllowed, ModelNotFound, ModelNotReady
 from ._asgi import AsgiApp, asgi_app
 from ._http import (
+    JSON_TYPE,
     Handler,
     HttpRequest,
     HttpResponse,
@@ -48,6 +49,7 @@ __all__ = [
     "Runner",
     "asgi_app",
     "dumps",
+    "JSON_TYPE",
     "prepare",
     "require_loaded",
     "respond",
