@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from jointserve.protocol import Handler, HttpRequest, HttpResponse
+from jointserve.protocol import MAX_BODY_BYTES, Handler, HttpRequest, HttpResponse
 
-from ._http1 import MAX_BODY_BYTES, Connections
+from ._http1 import Connections
 
 # What the front door's health checks ask every listener (HAProxy's `option httpchk`): a
 # listener answers it itself, whatever model it serves.

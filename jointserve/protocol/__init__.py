@@ -19,7 +19,7 @@ from ._dataplane import (
     to_array,
 )
 from ._errors import InferenceError, InvalidInput, MethodNotAllowed, ModelNotFound, ModelNotReady
-from ._asgi import AsgiApp, asgi_app
+from ._asgi import MAX_BODY_BYTES, AsgiApp, asgi_app
 from ._http import (
     JSON_TYPE,
     Handler,
@@ -42,6 +42,7 @@ from ._replica import ModelReplica, load_artifact
 
 __all__ = [
     "AsgiApp",
+    "MAX_BODY_BYTES",
     "Handler",
     "HttpRequest",
     "HttpResponse",
