@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -183,6 +184,29 @@ def test_headers_over_the_limit_get_431() -> None:
         assert status == 431 and "headers" in json.loads(body)["error"]
         assert handler.seen == []
     with_listener(check)
+
+
+def test_a_connection_in_use_stays_open_past_the_keep_alive_and_closes_once_idle() -> None:
+    keep_alive_s = 0.5
+
+    def use_then_idle(port: int) -> tuple[int, float, bytes]:
+        with socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT_S) as sock:
+            stream = sock.makefile("rb")
+            answered, started = 0, time.monotonic()
+            # Back to back, for three keep-alive periods: never idle for one.
+            while time.monotonic() - started < 3 * keep_alive_s:
+                sock.sendall(post("/again", b"{}"))
+                answer = _read_response(stream)
+                assert answer is not None and answer[0] == 200, answered
+                answered += 1
+            return answered, time.monotonic() - started, stream.read(1)  # b"": closed
+
+    async def test(listener: Listener, handler: Recorder) -> None:
+        answered, used_s, after_idle = await asyncio.to_thread(use_then_idle, listener.port)
+        assert used_s >= 3 * keep_alive_s and answered == len(handler.seen)
+        assert after_idle == b""
+
+    with_listener(test, keep_alive_s=keep_alive_s)
 
 
 def test_http10_and_connection_close_end_the_connection_after_the_answer() -> None:

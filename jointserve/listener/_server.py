@@ -33,12 +33,13 @@ class Listener:
     counts for draining and for the autoscaler."""
 
     def __init__(self, handle: Handler, host: str, port: int = 0, *,
-                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = MAX_BODY_BYTES, keep_alive_s: float = KEEP_ALIVE_S) -> None:
         self.host = host
         self.port = port
         self.in_flight = 0
         self._handle = handle
         self._max_body_bytes = max_body_bytes
+        self._keep_alive_s = keep_alive_s
         self._idle = asyncio.Event()
         self._idle.set()
         self._server: asyncio.Server | None = None
@@ -57,7 +58,8 @@ class Listener:
         sock = _bound_socket(self.host, self.port)
         self.port = int(sock.getsockname()[1])
         loop = asyncio.get_running_loop()
-        self._connections = Connections(self._counted, loop, KEEP_ALIVE_S, self._max_body_bytes)
+        self._connections = Connections(self._counted, loop, self._keep_alive_s,
+                                        self._max_body_bytes)
         self._server = await loop.create_server(self._connections.new_connection, sock=sock,
                                                 backlog=_BACKLOG)
         return self.address

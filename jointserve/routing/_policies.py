@@ -118,8 +118,9 @@ class MaxProb(_Params):
     threshold: Fraction = 0.9
 
     def judge(self, edge_output: np.ndarray) -> HemDecision:
-        # np.max of the array as it is: a float64 copy first cost more than the model call.
-        top = float(np.max(edge_output)) if np.size(edge_output) else 0.0
+        # The array's own max, as it is: a float64 copy first cost more than the model call,
+        # and np.max's dispatch wrapper alone ~1.5 µs a request.
+        top = float(edge_output.max()) if edge_output.size else 0.0
         return HemDecision(hard=top < self.threshold, score=1.0 - top)
 
 
