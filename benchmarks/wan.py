@@ -20,7 +20,9 @@ with headers and body in one write or two). With httpx, as the gateway uses, add
 is ~+2 ms: the extra ~1 ms is most likely client-side (Python code running cold after idling
 for an RTT); it is not toxiproxy's. More under CPU load.
 So when a figure subtracts the RTT, subtract `added_ms` from `measure_added_latency` (httpx
-through the proxy, calibrated on the same machine), not the nominal setting.
+through the proxy, calibrated on the same machine), not the nominal setting; better still,
+measure the other side through the same link, as the WAN scenario does for the gateway's
+own cost (benchmarks.scenarios.wan).
 What it does not emulate: the TCP handshake (toxiproxy accepts locally and
 dials upstream at once, so a fresh connection costs no extra RTT, where a real WAN charges one,
 plus more for TLS), bandwidth limits and loss.
