@@ -110,7 +110,8 @@ class Http1Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         self._shared.open.add(self)
-        self._arm_idle_timer()
+        self._active_at = self._shared.loop.time()
+        self._arm_idle_timer(self._active_at)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._shared.open.discard(self)
@@ -241,11 +242,10 @@ class Http1Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    def _arm_idle_timer(self) -> None:
+    def _arm_idle_timer(self, since: float) -> None:
         # One timer per connection, moved on only when it fires: arming and cancelling one
         # per request was ~2% of a gateway's samples at c=8.
-        self._active_at = self._shared.loop.time()
-        self._idle_timer = self._shared.loop.call_at(self._active_at + self._shared.keep_alive_s,
+        self._idle_timer = self._shared.loop.call_at(since + self._shared.keep_alive_s,
                                                      self._idle_out)
 
     def _cancel_idle_timer(self) -> None:
@@ -256,8 +256,7 @@ class Http1Connection(asyncio.Protocol):
     def _idle_out(self) -> None:
         loop, keep_alive_s = self._shared.loop, self._shared.keep_alive_s
         if self._busy or loop.time() - self._active_at < keep_alive_s:
-            since = loop.time() if self._busy else self._active_at
-            self._idle_timer = loop.call_at(since + keep_alive_s, self._idle_out)
+            self._arm_idle_timer(loop.time() if self._busy else self._active_at)
             return
         self._idle_timer = None
         self.close_when_idle()
