@@ -104,6 +104,13 @@ def _wan_costs(row: dict[str, Any]) -> tuple[float | None, float]:
     return row["gateway_cost_ms"], row["calibrated_cost_ms"]
 
 
+def _wan_row(row: dict[str, Any]) -> str:
+    own, calibrated = _wan_costs(row)
+    return (f"| {row['rtt_ms']} | {row['proxy_added_ms']:.2f} | "
+            f"{_ms(row.get('cloud_over_link_p50_ms'))} | {row['hard_p50_ms']:.2f} | {_ms(own)} | "
+            f"{_ms(calibrated)} | {row['mixed_mean_ms']:.2f} |")
+
+
 def _ms(value: float | None) -> str:
     """A figure in ms, or n/a where an older run did not measure it."""
     return "n/a" if value is None else f"{value:.2f}"
@@ -250,9 +257,7 @@ def _context(results: Results) -> list[str]:
                   "| RTT set ms | proxy adds ms (measured) | cloud over the link p50 ms | hard p50 ms "
                   "| gateway's own cost ms | calibrated estimate ms | mixed mean ms |",
                   "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['rtt_ms']} | {r['proxy_added_ms']:.2f} | {_ms(r.get('cloud_over_link_p50_ms'))} | "
-                  f"{r['hard_p50_ms']:.2f} | {_ms(_wan_costs(r)[0])} | {_ms(_wan_costs(r)[1])} | "
-                  f"{r['mixed_mean_ms']:.2f} |" for r in wan["rows"]]
+        lines += [_wan_row(r) for r in wan["rows"]]
     batching = sections.get("batching")
     if batching:
         lines += _batching_lines(batching, floor)
